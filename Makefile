@@ -1,0 +1,46 @@
+# One-command set-up: `make demo` and `make test` create .venv on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast lint bench setup data clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch is pinned and installed first so nothing pulls a CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[all,dev]'
+	-@$(MAKE) --no-print-directory data
+	touch $(STAMP)
+
+# System data sets (Debian packages): installed when running as root, skipped otherwise.
+data:
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  if [ ! -d /usr/share/datasets/fashion-mnist ] || [ ! -f /usr/share/wordnet/data.noun ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist wordnet-base) >/dev/null 2>&1 \
+	      || echo "note: could not install dataset-fashion-mnist/wordnet-base; their experiments will say how"; \
+	  fi; \
+	else echo "note: not root, skipping Debian data packages (dataset-fashion-mnist, wordnet-base)"; fi
+
+demo: $(STAMP)
+	$(BIN)/lossrate demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+bench: $(STAMP)
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

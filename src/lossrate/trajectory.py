@@ -197,7 +197,7 @@ class Trajectory:
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
                 raise DataError(
-                    f"column {name!r} holds {arr[i]!r} at row {i} (step {step[i] if name != 'step' else '?'}); "
+                    f"column {name!r} holds {float(arr[i])!r} at row {i}; "
                     "required columns must be finite. Drop those rows "
                     "(Trajectory.read(..., drop_nonfinite=True)) or fix the log."
                 )
@@ -206,7 +206,7 @@ class Trajectory:
         if (loss < 0).any():
             i = int(np.flatnonzero(loss < 0)[0])
             raise DataError(
-                f"column 'loss' is negative ({loss[i]!r} at row {i}); lossrate models losses >= 0. "
+                f"column 'loss' is negative ({float(loss[i])!r} at row {i}); lossrate models losses >= 0. "
                 "Shift the loss by its known minimum first."
             )
         for name, arr in (("step", step), ("t", t)):
@@ -214,8 +214,8 @@ class Trajectory:
             if (d <= 0).any():
                 i = int(np.flatnonzero(d <= 0)[0]) + 1
                 raise DataError(
-                    f"column {name!r} must be strictly increasing, but row {i} has {arr[i]!r} after "
-                    f"{arr[i - 1]!r}; sort the rows and drop duplicated steps "
+                     f"column {name!r} must be strictly increasing, but row {i} has {float(arr[i])!r} after "
+                    f"{float(arr[i - 1])!r}; sort the rows and drop duplicated steps "
                     "(Trajectory.from_arrays(..., sort=True) keeps the last duplicate)."
                 )
         object.__setattr__(self, "step", step.astype(np.int64))
@@ -232,7 +232,7 @@ class Trajectory:
                 )
             if not allow_neg and (arr < 0).any():
                 i = int(np.flatnonzero(arr < 0)[0])
-                raise DataError(f"column {name!r} must be >= 0, got {arr[i]!r} at row {i}.")
+                raise DataError(f"column {name!r} must be >= 0, got {float(arr[i])!r} at row {i}.")
             object.__setattr__(self, name, arr)
         for name in ALL_COLUMNS:
             arr = getattr(self, name)

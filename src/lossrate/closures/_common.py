@@ -1,0 +1,104 @@
+"""Shared numerics of the closures: D(l) = (1 - e^{-l})^2, its derivatives, its least
+concave majorant D_hat, and small argument checks.
+
+D is the squared output-gradient norm of a hard-label logit loss as a function of its
+loss (theory §2): BCE has ||r||^2 = D(l) exactly, softmax CE has
+C/(C-1) D(l) <= ||r||^2 <= 2 D(l). Facts used below:
+
+* D'(l) = 2 e^{-l} (1 - e^{-l}),  D''(l) = 2 e^{-l} (2 e^{-l} - 1) in [-1/4, 2],
+  with its sign change at l = ln 2;
+* D_hat(l) = MU * l for l <= X_STAR and D(l) beyond, where X_STAR solves
+  e^x - 1 = 2x (the tangent from the origin touches D there) and
+  MU = D(X_STAR) / X_STAR = sup_l D(l)/l = 0.4072644...
+
+X_STAR and MU are solved to full double precision with :func:`scipy.optimize.brentq`
+when this module is imported.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import brentq
+
+from .._errors import InvalidArgumentError
+
+__all__ = ["MU", "X_STAR", "D", "Dhat", "as_loss", "check_finite", "d2D", "dD", "one_minus_exp"]
+
+
+def as_loss(L: Any) -> np.ndarray:
+    """``L`` as a float array (no copy when it already is one)."""
+    return np.asarray(L, dtype=float)
+
+
+def one_minus_exp(L: Any) -> np.ndarray:
+    """q = 1 - e^{-L}, computed as -expm1(-L) (exact for tiny L)."""
+    return -np.expm1(-as_loss(L))
+
+
+def D(L: Any) -> np.ndarray:
+    """D(l) = (1 - e^{-l})^2, computed stably as expm1(-l)^2."""
+    return np.expm1(-as_loss(L)) ** 2
+
+
+def dD(L: Any) -> np.ndarray:
+    """D'(l) = 2 e^{-l} (1 - e^{-l})."""
+    L = as_loss(L)
+    return 2.0 * np.exp(-L) * -np.expm1(-L)
+
+
+def d2D(L: Any) -> np.ndarray:
+    """D''(l) = 2 e^{-l} (2 e^{-l} - 1), in [-1/4, 2]; negative for l > ln 2."""
+    L = as_loss(L)
+    e = np.exp(-L)
+    return 2.0 * e * (2.0 * e - 1.0)
+
+
+X_STAR: float = float(
+    brentq(lambda x: np.expm1(x) - 2.0 * x, 0.5, 3.0, xtol=1e-16, rtol=4 * np.finfo(float).eps)
+)
+MU: float = float(np.expm1(-X_STAR) ** 2 / X_STAR)
+
+
+def Dhat(L: Any) -> np.ndarray:
+    """Least concave majorant of D on [0, inf): MU * l for l <= X_STAR, D(l) beyond.
+
+    Concave and >= D everywhere, and <= tanh(l/2); MU * l is its sigma-free linear bound.
+    """
+    L = as_loss(L)
+    return np.where(L <= X_STAR, MU * L, D(L))
+
+
+def check_finite(
+    name: str,
+    value: Any,
+    *,
+    lower: float | None = None,
+    strict: bool = False,
+    upper: float | None = None,
+    fix: str = "",
+) -> float:
+    """``float(value)`` after checking it is a finite number within [lower, upper]
+    (``lower`` excluded when ``strict``); the error names the field, the value and the fix."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"{name} must be a number, got {value!r}. {fix}".strip()
+        ) from None
+    bad = not np.isfinite(x)
+    if lower is not None:
+        bad = bad or (x <= lower if strict else x < lower)
+    if upper is not None:
+        bad = bad or x > upper
+    if bad:
+        conds = ["finite"]
+        if lower is not None:
+            conds.append(f"{'>' if strict else '>='} {lower:g}")
+        if upper is not None:
+            conds.append(f"<= {upper:g}")
+        raise InvalidArgumentError(
+            f"{name} must be {' and '.join(conds)}, got {value!r}. {fix}".strip()
+        )
+    return x

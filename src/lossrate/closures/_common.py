@@ -24,7 +24,19 @@ from scipy.optimize import brentq
 
 from .._errors import InvalidArgumentError
 
-__all__ = ["MU", "X_STAR", "D", "Dhat", "as_loss", "check_finite", "d2D", "dD", "one_minus_exp"]
+__all__ = [
+    "MU",
+    "X_STAR",
+    "D",
+    "Dhat",
+    "as_loss",
+    "batch_stats",
+    "check_finite",
+    "check_int",
+    "d2D",
+    "dD",
+    "one_minus_exp",
+]
 
 
 def as_loss(L: Any) -> np.ndarray:
@@ -102,3 +114,34 @@ def check_finite(
             f"{name} must be {' and '.join(conds)}, got {value!r}. {fix}".strip()
         )
     return x
+
+
+def check_int(name: str, value: Any, *, minimum: int, fix: str = "") -> int:
+    """``int(value)`` after checking it is an integer >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(
+            f"{name} must be an integer >= {minimum}, got {value!r}. {fix}".strip()
+        )
+    return int(value)
+
+
+def batch_stats(
+    L: Any, sigma: Any, loss_max: Any | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(L, sigma, loss_max) of a bracket call as broadcast float arrays, checked:
+    L >= 0, sigma >= 0 (a population standard deviation), loss_max >= L where given."""
+    L, sig = np.broadcast_arrays(as_loss(L), as_loss(sigma))
+    if np.any(~(L >= 0)) or np.any(~(sig >= 0)):
+        raise InvalidArgumentError(
+            "bracket needs L >= 0 and sigma >= 0 (sigma is the population standard deviation "
+            f"of the per-sample losses); got min L = {np.min(L)!r}, min sigma = {np.min(sig)!r}."
+        )
+    if loss_max is None:
+        return L, sig, None
+    lmax = as_loss(loss_max)
+    if np.any(~(lmax >= L * (1.0 - 1e-12))):
+        raise InvalidArgumentError(
+            "loss_max must be >= L (it is the largest per-sample loss of the batch); got "
+            f"loss_max = {np.min(lmax)!r} with L up to {np.max(L)!r}. Pass the batch maximum or None."
+        )
+    return L, sig, lmax

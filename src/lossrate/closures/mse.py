@@ -13,8 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .._errors import InvalidArgumentError
-from ._common import as_loss, check_finite
+from ._common import as_loss, batch_stats, check_finite, check_int
 from .base import ArrayLike, Closure, register_closure
 
 __all__ = ["MSE"]
@@ -66,11 +65,8 @@ class MSE(Closure):
     def from_torch_mse(cls, outputs: int, floor: float = 0.0) -> MSE:
         """The closure of ``torch.nn.MSELoss()`` (mean reduction) over ``outputs`` = C outputs
         per sample: per-sample l = ||z - y||^2 / C, so a = 1/C and g = 4 L / C."""
-        if isinstance(outputs, bool) or not isinstance(outputs, (int, np.integer)) or outputs < 1:
-            raise InvalidArgumentError(
-                f"outputs must be a positive integer (outputs per sample), got {outputs!r}."
-            )
-        return cls(a=1.0 / int(outputs), floor=floor)
+        C = check_int("outputs", outputs, minimum=1, fix="Pass the outputs per sample.")
+        return cls(a=1.0 / C, floor=floor)
 
     def g(self, L: ArrayLike) -> np.ndarray:
         return 4.0 * self.a * np.maximum(as_loss(L) - self.floor, 0.0)
@@ -96,8 +92,8 @@ class MSE(Closure):
 
         This is the true R of the batch, so with ``floor > 0`` it is 4 a L, not g(L): the
         re-factored g vanishes at the floor while R does not (theory §2.6)."""
-        L, _ = np.broadcast_arrays(as_loss(L), as_loss(sigma))
-        R = 4.0 * self.a * np.maximum(L, 0.0)
+        L, _, _ = batch_stats(L, sigma, loss_max)
+        R = 4.0 * self.a * L
         return R, R.copy()
 
     def upper(self, L: ArrayLike) -> np.ndarray:

@@ -35,7 +35,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,14 @@ import numpy as np
 
 from ._errors import DataError, InvalidArgumentError
 
-__all__ = ["OPTIONAL_COLUMNS", "RunMeta", "Trajectory", "atomic_write"]
+__all__ = [
+    "OPTIONAL_COLUMNS",
+    "RunMeta",
+    "Trajectory",
+    "atomic_write",
+    "csv_header_lines",
+    "csv_row",
+]
 
 FORMAT_TAG = "lossrate-trajectory"
 FORMAT_VERSION = 1
@@ -388,13 +395,10 @@ class Trajectory:
 
     def _csv_text(self) -> str:
         cols = self.columns()
-        header = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "meta": self.meta.to_dict()}
-        lines = [f"# {json.dumps(header, sort_keys=True)}", ",".join(cols)]
+        lines = csv_header_lines(self.meta, cols)
         arrays = list(cols.values())
         for i in range(self.n):
-            cells = [str(int(arrays[0][i]))]
-            cells += [_fmt(float(a[i])) for a in arrays[1:]]
-            lines.append(",".join(cells))
+            lines.append(csv_row(arrays[0][i], [a[i] for a in arrays[1:]]))
         return "\n".join(lines) + "\n"
 
     def _write_parquet(self, p: Path) -> None:
@@ -404,6 +408,19 @@ class Trajectory:
         header = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "meta": self.meta.to_dict()}
         table = table.replace_schema_metadata({b"lossrate": json.dumps(header).encode()})
         atomic_write(p, lambda f: pq.write_table(table, f), binary=True)
+
+
+def csv_header_lines(meta: RunMeta, columns: Iterable[str]) -> list[str]:
+    """The two header lines of a trajectory CSV (no newlines): the metadata comment and the
+    column names. ``columns`` are names from the module docstring, "step" first."""
+    header = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "meta": meta.to_dict()}
+    return [f"# {json.dumps(header, sort_keys=True)}", ",".join(columns)]
+
+
+def csv_row(step: Any, values: Iterable[Any]) -> str:
+    """One data line of a trajectory CSV (no newline): the integer step, then each value as
+    the shortest repr that reads back exactly (``nan`` for NaN)."""
+    return ",".join([str(int(step)), *(_fmt(float(v)) for v in values)])
 
 
 def _fmt(x: float) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "check_int",
     "d2D",
     "dD",
+    "log_expm1",
     "one_minus_exp",
 ]
 
@@ -80,6 +81,15 @@ def Dhat(L: Any) -> np.ndarray:
     """
     L = as_loss(L)
     return np.where(L <= X_STAR, MU * L, D(L))
+
+
+def log_expm1(L: np.ndarray) -> np.ndarray:
+    """ln(e^L - 1) for L > 0, without overflow for large L or cancellation for small L."""
+    big = L > 1.0
+    Ls = np.where(big, 1.0, L)
+    Lb = np.where(big, L, 1.0)
+    with np.errstate(divide="ignore"):
+        return np.where(big, Lb + np.log(-np.expm1(-Lb)), np.log(np.expm1(Ls)))
 
 
 def check_finite(

@@ -29,19 +29,10 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import wrightomega
 
-from ._common import D, Dhat, as_loss, batch_stats, d2D, dD
+from ._common import D, Dhat, as_loss, batch_stats, d2D, dD, log_expm1
 from .base import ArrayLike, Closure
 
 __all__ = ["LogitClosure"]
-
-
-def _log_expm1(L: np.ndarray) -> np.ndarray:
-    """ln(e^L - 1) for L > 0, without overflow for large L or cancellation for small L."""
-    big = L > 1.0
-    Ls = np.where(big, 1.0, L)
-    Lb = np.where(big, L, 1.0)
-    with np.errstate(divide="ignore"):
-        return np.where(big, Lb + np.log(-np.expm1(-Lb)), np.log(np.expm1(Ls)))
 
 
 def _inv_expm1(L: np.ndarray) -> np.ndarray:
@@ -77,7 +68,7 @@ class LogitClosure(Closure):
         L = as_loss(L)
         pos = L > 0.0
         Lp = np.where(pos, L, 1.0)
-        return np.where(pos, (_log_expm1(Lp) - _inv_expm1(Lp)) / self.alpha, -np.inf)
+        return np.where(pos, (log_expm1(Lp) - _inv_expm1(Lp)) / self.alpha, -np.inf)
 
     def G_inv(self, y: ArrayLike) -> np.ndarray:
         """ln(1 + 1/w) with w = omega(-alpha y) (Wright omega); 0 at y = -inf."""

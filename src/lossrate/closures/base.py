@@ -72,14 +72,16 @@ class Closure(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Rigorous bounds (g_lo, g_hi) with g_lo <= R <= g_hi for a batch of mean L, std sigma."""
         raise InvalidArgumentError(
-            f"closure {self.name!r} has no rigorous batch bracket; use 'ce', 'bce' or 'mse'."
+            f"closure {self.name!r} has no rigorous batch bracket; closures with one: "
+            f"{', '.join(_overriding('bracket'))}."
         )
 
     def upper(self, L: ArrayLike) -> np.ndarray:
         """A sigma-free rigorous upper bound U(L) >= R for any batch of mean loss L
         (concave in L, so it also bounds batch means: used for certified floors)."""
         raise InvalidArgumentError(
-            f"closure {self.name!r} has no sigma-free upper bound; use 'ce', 'bce', 'mse' or 'mae'."
+            f"closure {self.name!r} has no sigma-free upper bound; closures with one: "
+            f"{', '.join(_overriding('upper'))}."
         )
 
 
@@ -93,6 +95,12 @@ def register_closure(cls: C) -> C:
         raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'.")
     _REGISTRY[cls.name] = cls
     return cls
+
+
+def _overriding(method: str) -> list[str]:
+    """Registered closure names whose class overrides ``Closure.<method>``."""
+    base = getattr(Closure, method)
+    return [name for name, cls in sorted(_REGISTRY.items()) if getattr(cls, method) is not base]
 
 
 def available_closures() -> list[str]:

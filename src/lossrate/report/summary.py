@@ -1,0 +1,163 @@
+"""The headline numbers of a report: one frozen :class:`Headline` per fitted run.
+
+``observed_final`` is the mean observed loss over the last 5 % of logged rows (at least
+1, at most 50 rows), because a single batch loss is noisy; ``predicted_final`` is the
+model at the last logged step with its interval at the prediction's level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._results import Prediction
+from ..trajectory import Trajectory
+
+__all__ = ["Headline", "observed_final", "observed_window", "predicted_at"]
+
+
+def observed_window(n: int) -> int:
+    """Rows averaged for the observed final loss: 5 % of ``n``, clipped to [1, 50]."""
+    return int(np.clip(round(0.05 * n), 1, 50))
+
+
+def observed_final(traj: Trajectory) -> float:
+    """Mean observed loss over the last :func:`observed_window` rows."""
+    return float(np.mean(traj.loss[-observed_window(traj.n) :]))
+
+
+def predicted_at(prediction: Prediction, step: float) -> tuple[float, float, float]:
+    """(loss, lower, upper) of the prediction at ``step`` (linear interpolation)."""
+    xs = prediction.step
+    return (
+        float(np.interp(step, xs, prediction.loss)),
+        float(np.interp(step, xs, prediction.lower)),
+        float(np.interp(step, xs, prediction.upper)),
+    )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What a reader wants first. None means "not computed"; inf means "never reached".
+
+    Attributes:
+        final_step: last logged step of the run.
+        observed_final: mean observed loss over the last ``observed_rows`` rows.
+        observed_rows: rows averaged for ``observed_final``.
+        predicted_final: model loss at ``final_step``.
+        predicted_lower, predicted_upper: its interval at ``level``.
+        level: interval level (e.g. 0.9).
+        cut_step: last step the model was fitted on (None: the whole run).
+        floor: predicted loss floor (budget floor of the fitted rate).
+        target: target loss of the time/energy estimates.
+        time_to_target: intrinsic time (sum of learning rates) to reach ``target``.
+        steps_to_target: optimizer steps to reach ``target`` under the run's schedule.
+        energy_to_target_j: energy to reach ``target``, joules.
+        energy_source: where the per-step energy came from ("rapl", "nvml", "estimate", ...).
+        energy_is_estimate: True unless the energy was measured by a meter.
+    """
+
+    final_step: int
+    observed_final: float
+    observed_rows: int
+    predicted_final: float
+    predicted_lower: float
+    predicted_upper: float
+    level: float
+    cut_step: int | None = None
+    floor: float | None = None
+    target: float | None = None
+    time_to_target: float | None = None
+    steps_to_target: float | None = None
+    energy_to_target_j: float | None = None
+    energy_source: str | None = None
+    energy_is_estimate: bool = True
+
+    @classmethod
+    def from_prediction(
+        cls,
+        traj: Trajectory,
+        prediction: Prediction,
+        *,
+        cut_step: int | None = None,
+        **numbers: Any,
+    ) -> Headline:
+        """Observed and predicted final loss from a run and its prediction, plus ``numbers``
+        (floor, target, time/steps/energy to target, energy source)."""
+        last = int(traj.step[-1])
+        pred, lo, hi = predicted_at(prediction, last)
+        return cls(
+            final_step=last,
+            observed_final=observed_final(traj),
+            observed_rows=observed_window(traj.n),
+            predicted_final=pred,
+            predicted_lower=lo,
+            predicted_upper=hi,
+            level=float(prediction.level),
+            cut_step=cut_step,
+            **numbers,
+        )
+
+    @property
+    def relative_error(self) -> float:
+        """(predicted - observed) / observed at the final step."""
+        return (self.predicted_final - self.observed_final) / self.observed_final
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, with ``relative_error`` added."""
+        return {**dataclasses.asdict(self), "relative_error": self.relative_error}
+
+    def report(self) -> str:
+        """A few plain-text lines for the terminal."""
+        pct = f"{100 * self.level:.0f}%"
+        lines = [
+            f"final loss at step {self.final_step}: predicted {self.predicted_final:.4g} "
+            f"({pct} interval [{self.predicted_lower:.4g}, {self.predicted_upper:.4g}]), "
+            f"observed {self.observed_final:.4g} (mean of last {self.observed_rows} rows); "
+            f"error {100 * self.relative_error:+.2f} %",
+        ]
+        if self.floor is not None:
+            lines.append(f"loss floor: {self.floor:.4g}")
+        if self.target is not None:
+            lines.append(f"target loss {self.target:.4g}: {_target_text(self)}")
+        return "\n".join(lines)
+
+
+def _target_text(h: Headline) -> str:
+    if h.time_to_target is None and h.steps_to_target is None:
+        return "not computed"
+    if h.time_to_target is not None and not np.isfinite(h.time_to_target):
+        return "never reached (the target is at or below the floor)"
+    parts = []
+    if h.time_to_target is not None:
+        parts.append(f"intrinsic time {h.time_to_target:.4g}")
+    if h.steps_to_target is not None:
+        parts.append(
+            f"{h.steps_to_target:,.0f} steps"
+            if np.isfinite(h.steps_to_target)
+            else "not within the schedule"
+        )
+    if h.energy_to_target_j is not None and np.isfinite(h.energy_to_target_j):
+        kind = "estimate" if h.energy_is_estimate else "measured rate"
+        parts.append(
+            f"energy {format_energy(h.energy_to_target_j)} ({kind}, source: {h.energy_source or '?'})"
+        )
+    return ", ".join(parts)
+
+
+def format_energy(joules: float) -> str:
+    """Joules with an SI prefix, and kWh beyond 3.6 kJ."""
+    if not np.isfinite(joules):
+        return "∞"
+    for scale, unit in ((1e9, "GJ"), (1e6, "MJ"), (1e3, "kJ")):
+        if abs(joules) >= scale:
+            text = f"{joules / scale:.3g} {unit}"
+            break
+    else:
+        text = f"{joules:.3g} J"
+    if abs(joules) >= 3600:
+        text += f" ({joules / 3.6e6:.3g} kWh)"
+    return text

@@ -23,5 +23,6 @@ __all__ = [
     "get_rate",
     "power_noise_equilibrium",
     "power_noise_path",
+    "register_rate",
     "solve_power_noise",
 ]

@@ -1,8 +1,9 @@
 """Per-sample losses and squared output-gradient norms in numpy (no torch needed).
 
 Each function returns ``(loss, r_sq)`` with ``loss[i] = l_i`` and ``r_sq[i] = ||r_i||^2``,
-r_i = d l_i / d z_i, computed stably: log-softmax for CE, q = 1 - p_y = -expm1(-l) rather
-than 1 - p_y (which cancels when p_y ~ 1), and r = -sigmoid(-z) for a BCE label of 1.
+r_i = d l_i / d z_i, computed stably: CE's l = logsumexp(z) - z_y as log1p of the other classes' weights when
+y is the argmax, q = 1 - p_y = -expm1(-l) rather than 1 - p_y (which cancels when p_y ~ 1),
+and for BCE l = max(z, 0) - t z + log1p(e^{-|z|}) and r = -sigmoid(-z) for a label of 1.
 """
 
 from __future__ import annotations
@@ -40,11 +41,16 @@ def ce_per_sample(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
             f"shape {y.shape}, dtype {y.dtype}."
         )
     rows = np.arange(n)
-    loss = -log_softmax(z, axis=1)[rows, y]
-    p = softmax(z, axis=1)
-    p[rows, y] = 0.0
+    m = z.max(axis=1)
+    e = np.exp(z - m[:, None])
+    e_y = e[rows, y].copy()
+    e[rows, y] = 0.0
+    # l = logsumexp(z) - z_y = (m - z_y) + log1p(sum_{k != y} e_k + expm1(z_y - m)): when y
+    # is the argmax this is log1p(sum_{k != y} e_k), exact for confident logits
+    loss = (m - z[rows, y]) + np.log1p(e.sum(axis=1) + np.expm1(z[rows, y] - m))
+    s = e.sum(axis=1) + e_y
     q = -np.expm1(-loss)
-    return loss, q**2 + (p**2).sum(axis=1)
+    return loss, q**2 + ((e / s[:, None]) ** 2).sum(axis=1)
 
 
 def bce_per_sample(logits: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +65,8 @@ def bce_per_sample(logits: Any, targets: Any) -> tuple[np.ndarray, np.ndarray]:
         )
     if not (np.all(np.isfinite(z)) and np.all((t >= 0) & (t <= 1))):
         raise InvalidArgumentError("logits must be finite and targets must lie in [0, 1].")
-    loss = np.logaddexp(0.0, z) - t * z
+    # softplus(z) - t z written so that neither term cancels for a hard target
+    loss = np.maximum(z, 0.0) - t * z + np.log1p(np.exp(-np.abs(z)))
     r = np.where(t == 1.0, -expit(-z), expit(z) - t)
     return loss, r**2
 

@@ -91,8 +91,11 @@ class Tabulated(Closure):
         mid = 0.5 * (u[:-1] + u[1:])
         uq = mid[:, None] + 0.5 * h[:, None] * _GL_NODES[None, :]
         panels = 0.5 * h * (self._integrand(uq) * _GL_WEIGHTS).sum(axis=1)
-        G = np.concatenate([[0.0], np.cumsum(panels)])
         dGdu = self._integrand(u)
+        # G = 0 where dG/du is smallest, summed outwards, so no increment is lost against a
+        # much larger |G| (x/g may be huge at both ends, as for CE)
+        i0 = int(np.argmin(dGdu))
+        G = np.concatenate([-np.cumsum(panels[:i0][::-1])[::-1], [0.0], np.cumsum(panels[i0:])])
         object.__setattr__(self, "_G_of_u", CubicHermiteSpline(u, G, dGdu))
         object.__setattr__(self, "_u_of_G", CubicHermiteSpline(G, u, 1.0 / dGdu))
 
@@ -155,14 +158,15 @@ class Tabulated(Closure):
         return self._fd(self.dg, L)
 
     def G(self, L: ArrayLike) -> np.ndarray:
-        """The tabulated antiderivative of 1/g (0 at L = floor + x_min)."""
+        """The tabulated antiderivative of 1/g (0 where (L - floor)/g(L) is smallest)."""
         return np.asarray(self._G_of_u(self._u(L)))
 
     def G_inv(self, y: ArrayLike) -> np.ndarray:
         y = as_loss(y)
         lo, hi = self._u_of_G.x[0], self._u_of_G.x[-1]
-        tol = 1e-12 * max(abs(lo), abs(hi))
-        if np.any(~((y >= lo - tol) & (y <= hi + tol))):
+        # slack of 1e-9 in ln x at either end (rounding of L - floor next to the floor)
+        tol_lo, tol_hi = 1e-9 * self._G_of_u(self._G_of_u.x[[0, -1]], 1)
+        if np.any(~((y >= lo - tol_lo) & (y <= hi + tol_hi))):
             raise InvalidArgumentError(
                 f"y outside the tabulated range of G, [{lo!r}, {hi!r}] (got {np.min(y)!r} to "
                 f"{np.max(y)!r}): the loss there lies outside [floor + x_min, floor + x_max]. "

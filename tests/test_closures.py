@@ -284,3 +284,16 @@ def test_closures_broadcast() -> None:
         assert f(L).shape == (3, 4)
     lo, hi = c.bracket(L, np.array([0.1, 0.2, 0.3, 0.4]))
     assert lo.shape == hi.shape == (3, 4)
+
+
+@pytest.mark.parametrize("key", [*sorted(CLOSED_FORM), "mae"])
+def test_floor_and_extremes_without_warnings(key: str) -> None:
+    c = CLOSED_FORM.get(key, MAE())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert c.g(c.floor) == 0.0 and c.g(c.floor - 1.0) == 0.0
+        assert c.G(c.floor) == c.G_at_floor
+        assert c.G_inv(c.G_at_floor) == c.floor and c.G_inv(-np.inf) == c.floor
+        big = np.array([1e3, 1e6])
+        assert np.all(np.isfinite(c.g(big))) and np.all(np.isfinite(c.dg(big)))
+        assert np.all(np.isfinite(c.G(big)))

@@ -37,6 +37,7 @@ __all__ = [
     "dD",
     "log_expm1",
     "one_minus_exp",
+    "set_fields",
 ]
 
 
@@ -124,6 +125,12 @@ def check_finite(
             f"{name} must be {' and '.join(conds)}, got {value!r}. {fix}".strip()
         )
     return x
+
+
+def set_fields(obj: Any, **values: Any) -> None:
+    """Set validated fields on a frozen dataclass from its ``__post_init__``."""
+    for name, value in values.items():
+        object.__setattr__(obj, name, value)
 
 
 def check_int(name: str, value: Any, *, minimum: int, fix: str = "") -> int:

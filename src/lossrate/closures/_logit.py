@@ -77,7 +77,7 @@ class LogitClosure(Closure):
         with np.errstate(divide="ignore", invalid="ignore"):
             hi = np.log1p(1.0 / w)  # z >= 0: w >= 0.567, no overflow of 1/w
             lo = w - z + np.log1p(w)  # z < 0: all terms >= 0, exact even where w underflows
-        return np.where(z >= 0.0, np.where(np.isposinf(z), 0.0, hi), lo)
+        return np.where(z >= 0.0, hi, lo)
 
     def bracket(
         self, L: ArrayLike, sigma: ArrayLike, loss_max: ArrayLike | None = None

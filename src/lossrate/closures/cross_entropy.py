@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .._errors import InvalidArgumentError
-from ._common import check_finite, check_int
+from ._common import check_finite, check_int, set_fields
 from ._logit import LogitClosure
 from .base import register_closure
 
@@ -50,7 +50,6 @@ class CrossEntropy(LogitClosure):
 
     def __post_init__(self) -> None:
         C = check_classes(self.classes)
-        object.__setattr__(self, "classes", C)
         lo = C / (C - 1)
         a = check_finite(
             "alpha",
@@ -65,7 +64,7 @@ class CrossEntropy(LogitClosure):
                 "Pass a value in that bracket, or use CrossEntropy.from_alpha_eff to clip a "
                 "measured value into it."
             )
-        object.__setattr__(self, "alpha", max(a, lo))
+        set_fields(self, classes=C, alpha=max(a, lo))
 
     @property
     def _c_lo(self) -> float:

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._common import as_loss, batch_stats, check_finite, check_int
+from ._common import as_loss, batch_stats, check_finite, check_int, set_fields
 from .base import ArrayLike, Closure, register_closure
 
 __all__ = ["MSE"]
@@ -39,21 +39,16 @@ class MSE(Closure):
     floor: float = 0.0  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        object.__setattr__(
+        set_fields(
             self,
-            "a",
-            check_finite(
+            a=check_finite(
                 "a",
                 self.a,
                 lower=0.0,
                 strict=True,
                 fix="a is the per-sample scale l = a||z-y||^2; nn.MSELoss over C outputs has a = 1/C.",
             ),
-        )
-        object.__setattr__(
-            self,
-            "floor",
-            check_finite(
+            floor=check_finite(
                 "floor",
                 self.floor,
                 lower=0.0,

@@ -22,7 +22,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from ._common import as_loss, check_finite
+from ._common import as_loss, check_finite, set_fields
 from .base import ArrayLike, Closure, register_closure
 
 __all__ = ["PowerFloor"]
@@ -50,25 +50,16 @@ class PowerFloor(Closure):
     floor: float = 0.0  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        object.__setattr__(
+        set_fields(
             self,
-            "c",
-            check_finite("c", self.c, lower=0.0, strict=True, fix="Pass a positive scale c."),
-        )
-        object.__setattr__(
-            self,
-            "k",
-            check_finite(
+            c=check_finite("c", self.c, lower=0.0, strict=True, fix="Pass a positive scale c."),
+            k=check_finite(
                 "k",
                 self.k,
                 lower=0.0,
                 fix="Pass an order k >= 0 (1: exponential tail, 2: 1/t tail).",
             ),
-        )
-        object.__setattr__(
-            self,
-            "floor",
-            check_finite(
+            floor=check_finite(
                 "floor",
                 self.floor,
                 lower=0.0,

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from .._errors import InvalidArgumentError
-from ._common import as_loss, check_finite, check_int, log_expm1
+from ._common import as_loss, check_finite, check_int, log_expm1, set_fields
 from .base import ArrayLike, Closure, register_closure
 
 __all__ = ["SmoothedCE", "smoothed_entropy"]
@@ -114,8 +114,7 @@ class SmoothedCE(Closure):
                 upper=1.0,
                 fix="kappa is the slope of g at the floor; ||r||^2 <= KL bounds it by 1.",
             )
-        for field, value in (("classes", C), ("epsilon", eps), ("alpha", a), ("kappa", kappa)):
-            object.__setattr__(self, field, value)
+        set_fields(self, classes=C, epsilon=eps, alpha=a, kappa=kappa)
 
     @property
     def floor(self) -> float:

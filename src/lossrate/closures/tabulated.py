@@ -20,7 +20,7 @@ import numpy as np
 from scipy.interpolate import CubicHermiteSpline
 
 from .._errors import InvalidArgumentError
-from ._common import as_loss, check_finite, check_int
+from ._common import as_loss, check_finite, check_int, set_fields
 from .base import ArrayLike, Closure, register_closure
 
 __all__ = ["Tabulated"]
@@ -83,8 +83,7 @@ class Tabulated(Closure):
             fix="Pass the largest L - floor to tabulate, above x_min.",
         )
         n = check_int("points", self.points, minimum=16, fix="2048 is a good default.")
-        for name, value in (("floor", floor), ("x_min", x_min), ("x_max", x_max), ("points", n)):
-            object.__setattr__(self, name, value)
+        set_fields(self, floor=floor, x_min=x_min, x_max=x_max, points=n)
 
         u = np.linspace(np.log(x_min), np.log(x_max), n)
         h = np.diff(u)
@@ -96,8 +95,11 @@ class Tabulated(Closure):
         # much larger |G| (x/g may be huge at both ends, as for CE)
         i0 = int(np.argmin(dGdu))
         G = np.concatenate([-np.cumsum(panels[:i0][::-1])[::-1], [0.0], np.cumsum(panels[i0:])])
-        object.__setattr__(self, "_G_of_u", CubicHermiteSpline(u, G, dGdu))
-        object.__setattr__(self, "_u_of_G", CubicHermiteSpline(G, u, 1.0 / dGdu))
+        set_fields(
+            self,
+            _G_of_u=CubicHermiteSpline(u, G, dGdu),
+            _u_of_G=CubicHermiteSpline(G, u, 1.0 / dGdu),
+        )
 
     @classmethod
     def of(cls, closure: Closure, **table: Any) -> Tabulated:

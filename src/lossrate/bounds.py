@@ -148,7 +148,7 @@ def _per_step_energy(energy: Any) -> tuple[np.ndarray | float, str, tuple[str, .
         name = energy.meta.name or "trajectory"
         ok = np.isfinite(col)
         steps = energy.step
-        if ok.all() and np.array_equal(steps, np.arange(steps[0], steps[0] + steps.size)):
+        if ok.all() and np.array_equal(steps, np.arange(steps.size)):
             return col.astype(float), f"{name}: column energy_j per step ({src})", ()
         mean = float(np.mean(col[ok]))
         return (

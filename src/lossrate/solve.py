@@ -18,7 +18,10 @@ time ``t0`` (default 0).
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +41,9 @@ STATUSES = ("success", "floor_reached", "failed")
 #: relative time resolution: solve_ode stops (and clamps to the floor) when ln(L - floor)
 #: would fall by 1 within _T_RES * max(1, |t|), i.e. at a finite-time hit of the floor
 _T_RES = 1e-12
+#: values per block of the vectorised solve, and its worker threads
+_BLOCK_VALUES = 2**17
+_WORKERS = max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2))
 #: below L - floor = _SWITCH * floor, solve_ode integrates L - floor instead of its log
 _SWITCH = 1e-6
 
@@ -175,16 +181,38 @@ def solve(
             non-finite values, or shapes that do not broadcast.
     """
     closure, rate, L0, t, t0 = _inputs(closure, rate, L0, t, t0)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        P = rate.Phi(t) - rate.Phi(t0)
-        try:
-            y = closure.G(L0) - P
-        except ValueError as exc:
-            raise InvalidArgumentError(
-                f"L0 of shape {L0.shape} does not broadcast against the rate's curves of shape "
-                f"{np.shape(P)}: {exc}. Give L0 the parameters' shape, e.g. (m, 1)."
-            ) from None
-        loss = closure.G_inv(y)
+    G0, P0 = closure.G(L0), rate.Phi(t0)
+    try:
+        shape = np.broadcast_shapes(
+            np.shape(G0), np.shape(P0), (*np.shape(rate.Phi(t[:1]))[:-1], t.size)
+        )
+    except ValueError as exc:
+        raise InvalidArgumentError(
+            f"L0 of shape {L0.shape} does not broadcast against the rate's curves: {exc}. "
+            "Give L0 the parameters' shape, e.g. (m, 1)."
+        ) from None
+    loss = np.empty(shape)
+    hit_floor = np.zeros(1, dtype=bool)  # set by any block in which y <= G(floor)
+    G_floor = closure.G_at_floor
+
+    def block(lo: int, hi: int) -> None:
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            y = G0 - (rate.Phi(t[lo:hi]) - P0)
+            loss[..., lo:hi] = closure.G_inv(y)
+            if np.isfinite(G_floor) and (y <= G_floor).any():
+                hit_floor[0] = True
+
+    # blocks of ~_BLOCK_VALUES values stay in cache; threads share them (numpy and
+    # scipy.special release the GIL inside their loops)
+    curves = max(1, int(np.prod(shape[:-1])))
+    width = max(1, _BLOCK_VALUES // curves)
+    edges = [*range(0, t.size, width), t.size]
+    if len(edges) > 2 and curves * t.size > 4 * _BLOCK_VALUES:
+        with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
+            list(pool.map(block, edges[:-1], edges[1:]))
+    else:
+        for lo, hi in itertools.pairwise(edges):
+            block(lo, hi)
     hits: dict[float, Any] = {float(x): _hit_time(closure, rate, L0, float(x), t0) for x in targets}
     if not np.isfinite(loss).all():
         return Solution(
@@ -195,8 +223,7 @@ def solve(
             "range (Phi(t) finite), or use solve_ode.",
             hits,
         )
-    reached = np.isfinite(closure.G_at_floor) and bool((y <= closure.G_at_floor).any())
-    if reached:
+    if hit_floor[0]:
         hits[closure.floor] = _hit_time(closure, rate, L0, closure.floor, t0)
         return Solution(
             t,
@@ -353,7 +380,7 @@ def solve_ode(
     def F(s: float, L: float) -> float:
         out = -float(rate.phi(s)) * gamma(s, L)
         if noise is not None:
-            out += float(noise.drift(s, L, floor, rate))
+            out += float(noise.drift(s, L, closure.floor, rate))
         return out
 
     def rhs(s: float, u: np.ndarray) -> np.ndarray:
@@ -371,7 +398,7 @@ def solve_ode(
             L = floor + x
             dF = -float(rate.phi(s)) * float(closure.dg(L))
             if noise is not None and noise.form == "multiplicative":
-                dF += float(noise.drift(s, L, floor, rate)) / x
+                dF += float(noise.drift(s, L, closure.floor, rate)) / x
             return np.array([[dF - F(s, L) / x]])
 
     def hit_floor(s: float, u: np.ndarray) -> float:

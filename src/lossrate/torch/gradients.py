@@ -1,0 +1,287 @@
+"""Optimizer-aware gradient metrics: ||grad L||^2 and grad L^T P grad L.
+
+The ODE's exact identity (theory §1.2) is, for the preconditioned flow
+theta' = -eta P grad L,
+
+    dL/dt = -eta grad L^T P grad L = -eta rho R,
+
+so the rate an optimizer realises is measured by ``pgrad_sq = grad^T P grad`` with the P
+that optimizer *applies*. P is read from the optimizer's own state and hyper-parameters,
+as that state will be after this step's update (call :func:`gradient_metrics` after
+``backward()`` and before ``optimizer.step()``; the state is not modified):
+
+===========  ==================================================================================
+optimizer    P (diagonal; g_eff = grad + weight_decay * theta for L2-style weight decay)
+===========  ==================================================================================
+SGD          I without momentum; (1 - dampening) / (1 - momentum) I with momentum (also Nesterov)
+Adam(W)      1 / (sqrt(v / (1 - beta2^k)) + eps),  v = beta2 v_prev + (1 - beta2) g_eff^2,
+             k = step count after this step; with amsgrad v -> max(v_max_prev, v)
+RMSprop      1 / (sqrt(s) + eps),  s = alpha s_prev + (1 - alpha) g_eff^2  (centered: s - m^2,
+             m = alpha m_prev + (1 - alpha) g_eff); times 1 / (1 - momentum) with momentum
+Adagrad      1 / ((1 + (k - 1) lr_decay) (sqrt(S) + eps)),  S = S_prev + g_eff^2
+===========  ==================================================================================
+
+**Momentum convention (flow limit).** Theory §1.1 writes the optimizer as the first-order
+flow theta' = -eta P grad L "in the flow limit, ignoring momentum". For heavy-ball momentum
+mu the buffer b = mu b + g converges to g / (1 - mu) when g varies slowly over the
+1 / (1 - mu) steps the buffer remembers, so the flow the optimizer follows is
+theta' = -eta / (1 - mu) grad L: P = I / (1 - mu). The instantaneous alternative,
+<g, b> (what this step moves along g), is noisy, can be negative (P would not be positive
+definite) and is not a property of the flow; the flow-limit P is exact once the buffer has
+filled under a constant gradient and is the convention here. Adam's first moment is an
+average (its bias-corrected m equals g for a constant gradient), so it adds no factor.
+
+**Exact identities** (the tests check them): with Delta theta the real step and lr the
+learning rate, ``pgrad_sq == -<grad, Delta theta> / lr`` exactly for SGD without momentum,
+Adam/AdamW with beta1 = 0 or at their first step (any beta1), RMSprop and Adagrad without
+momentum, all without weight decay; for SGD with momentum or Adam with beta1 > 0 it holds
+in the limit of a constant gradient.
+
+**Parameter groups.** With several groups of different learning rates the reference rate
+is group 0's ``lr`` (the one a recorder logs), and each group's P is scaled by
+lr_group / lr_0, so eta_0 * pgrad_sq is the rate of decrease the whole step applies.
+
+Call after gradient clipping and after ``GradScaler.unscale_`` if those are used (P is
+then the one applied to the clipped gradient); under DDP the gradients are already
+averaged, so the metrics are global. Optimizers not in the table raise an error unless a
+rule is added with :func:`register_preconditioner`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import InvalidArgumentError
+
+__all__ = ["GradStats", "gradient_metrics", "preconditioned_grads", "register_preconditioner"]
+
+#: A preconditioner rule: (param group, optimizer state of the parameter, parameter, gradient)
+#: -> the diagonal of P for that parameter, a tensor like the gradient or a float.
+Preconditioner = Callable[
+    [dict[str, Any], dict[str, Any], torch.Tensor, torch.Tensor], "torch.Tensor | float"
+]
+
+
+@dataclass(frozen=True)
+class GradStats:
+    """Gradient metrics of one step.
+
+    Attributes:
+        grad_sq: ||grad L||^2 over the parameters that have a gradient.
+        pgrad_sq: grad L^T P grad L with the optimizer's P (see the module docstring); NaN
+            when no optimizer was given.
+    """
+
+    grad_sq: float
+    pgrad_sq: float
+
+
+_RULES: dict[type[torch.optim.Optimizer], Preconditioner] = {}
+
+
+def register_preconditioner(
+    optimizer_type: type[torch.optim.Optimizer], rule: Preconditioner
+) -> None:
+    """Teach :func:`gradient_metrics` the diagonal preconditioner of an optimizer class.
+
+    ``rule(group, state, param, grad)`` returns diag(P) for ``param`` (a tensor shaped like
+    ``grad``, or a float for a multiple of I), computed *without* modifying ``state``, as it
+    will be after this step's update. Subclasses use the rule of their nearest registered base.
+    """
+    if not (isinstance(optimizer_type, type) and issubclass(optimizer_type, torch.optim.Optimizer)):
+        raise InvalidArgumentError(
+            f"optimizer_type must be a torch.optim.Optimizer subclass, got {optimizer_type!r}."
+        )
+    _RULES[optimizer_type] = rule
+
+
+def _rule_for(optimizer: torch.optim.Optimizer) -> Preconditioner:
+    for cls in type(optimizer).__mro__:
+        if cls in _RULES:
+            return _RULES[cls]
+    known = ", ".join(sorted(c.__name__ for c in _RULES))
+    raise InvalidArgumentError(
+        f"optimizer {type(optimizer).__name__} has no preconditioner rule (known: {known}); "
+        "pass optimizer=None to record grad_sq only, or add a rule with "
+        "lossrate.torch.register_preconditioner."
+    )
+
+
+def _unwrap(optimizer: Any) -> torch.optim.Optimizer:
+    """The torch optimizer inside a framework wrapper (accelerate's AcceleratedOptimizer,
+    Lightning's LightningOptimizer), whose own class has no preconditioner rule."""
+    for attr in ("optimizer", "_optimizer"):
+        inner = getattr(optimizer, attr, None)
+        if isinstance(inner, torch.optim.Optimizer) and inner is not optimizer:
+            return _unwrap(inner)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise InvalidArgumentError(
+            f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}."
+        )
+    return optimizer
+
+
+def _params(model_or_params: Any) -> list[torch.Tensor]:
+    if isinstance(model_or_params, nn.Module):
+        return list(model_or_params.parameters())
+    if isinstance(model_or_params, torch.Tensor):
+        return [model_or_params]
+    try:
+        params = list(model_or_params)
+    except TypeError:
+        raise InvalidArgumentError(
+            "model_or_params must be an nn.Module or an iterable of parameters, got "
+            f"{type(model_or_params).__name__}."
+        ) from None
+    if params and isinstance(params[0], dict):  # param groups
+        params = [p for group in params for p in group["params"]]
+    return params
+
+
+def preconditioned_grads(
+    optimizer: torch.optim.Optimizer,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]]:
+    """Yield (param, grad, diag P) for every parameter of ``optimizer`` that has a gradient,
+    with P scaled by lr_group / lr_0 (see the module docstring)."""
+    optimizer = _unwrap(optimizer)
+    rule = _rule_for(optimizer)
+    lr0 = float(optimizer.param_groups[0]["lr"])
+    for group in optimizer.param_groups:
+        if group.get("maximize", False):
+            raise InvalidArgumentError(
+                "optimizers with maximize=True are not supported: they raise the loss."
+            )
+        lr = float(group["lr"])
+        scale = lr / lr0 if lr0 > 0 and lr != lr0 else 1.0
+        for p in group["params"]:
+            g = p.grad
+            if g is None:
+                continue
+            if g.is_sparse:
+                raise InvalidArgumentError(
+                    "sparse gradients are not supported by gradient_metrics; densify them or "
+                    "pass optimizer=None."
+                )
+            P = rule(group, optimizer.state.get(p, {}), p, g)
+            yield p, g, P * scale if scale != 1.0 else P
+
+
+def gradient_metrics(
+    model_or_params: nn.Module | Iterable[torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> GradStats:
+    """||grad L||^2 and grad L^T P grad L of the gradients now stored in ``.grad``.
+
+    Call after ``loss.backward()`` and before ``optimizer.step()`` (and before
+    ``zero_grad``). ``grad_sq`` is taken over ``model_or_params`` (a module, parameters or
+    param groups); ``pgrad_sq`` over the optimizer's parameters, with the P of the module
+    docstring (NaN without an optimizer). The optimizer's state is read, never changed.
+
+    Raises:
+        InvalidArgumentError: no parameter has a gradient; an optimizer without a rule.
+    """
+    grads = [p.grad for p in _params(model_or_params) if p.grad is not None]
+    if not grads:
+        raise InvalidArgumentError(
+            "no parameter has a gradient; call gradient_metrics after loss.backward() and "
+            "before optimizer.zero_grad()."
+        )
+    grad_sq = _sq_norm(grads)
+    if optimizer is None:
+        return GradStats(float(grad_sq), math.nan)
+    multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: gradients by c
+    parts: list[torch.Tensor] = []
+    for _, g, P in preconditioned_grads(optimizer):
+        if isinstance(P, torch.Tensor):
+            g32 = g.float() if g.dtype in _HALF else g
+            parts.append(torch.dot((g32 * g32).reshape(-1), P.reshape(-1).to(g32.dtype)))
+        else:
+            multiples.setdefault(float(P), []).append(g)
+    for c, gs in multiples.items():
+        same = len(gs) == len(grads) and all(a is b for a, b in zip(gs, grads))
+        parts.append((grad_sq if same else _sq_norm(gs)) * c)
+    device = grad_sq.device
+    pgrad = parts[0] if len(parts) == 1 else torch.stack([t.to(device) for t in parts]).sum()
+    g2, pg2 = torch.stack([grad_sq.double(), pgrad.to(device).double()]).tolist()
+    return GradStats(g2, pg2)
+
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _sq_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """sum of squares of all entries (float32 or wider, on the first gradient's device)."""
+    if any(g.dtype in _HALF for g in grads):
+        grads = [g.float() for g in grads]
+    return torch.nn.utils.get_total_norm(grads, 2.0).square()
+
+
+# ------------------------------------------------------------------------- the rules
+def _effective_grad(
+    group: dict[str, Any], p: torch.Tensor, g: torch.Tensor, *, decoupled: bool = False
+) -> torch.Tensor:
+    wd = float(group.get("weight_decay", 0.0) or 0.0)
+    if g.dtype in _HALF:
+        g = g.float()
+    return g.add(p, alpha=wd) if wd and not decoupled else g
+
+
+def _step_after(state: dict[str, Any]) -> float:
+    return float(state["step"]) + 1.0 if "step" in state else 1.0
+
+
+def _sgd(group: dict[str, Any], state: dict[str, Any], p: torch.Tensor, g: torch.Tensor) -> float:
+    mu = float(group.get("momentum", 0.0) or 0.0)
+    return (1.0 - float(group.get("dampening", 0.0) or 0.0)) / (1.0 - mu) if mu else 1.0
+
+
+def _adam(
+    group: dict[str, Any], state: dict[str, Any], p: torch.Tensor, g: torch.Tensor
+) -> torch.Tensor:
+    beta2 = float(group["betas"][1])
+    g = _effective_grad(group, p, g, decoupled=bool(group.get("decoupled_weight_decay", False)))
+    v = state.get("exp_avg_sq")
+    v = (g * g) * (1.0 - beta2) if v is None else torch.addcmul(v * beta2, g, g, value=1.0 - beta2)
+    vmax = state.get("max_exp_avg_sq") if group.get("amsgrad", False) else None
+    if vmax is not None:
+        v = torch.maximum(vmax, v)
+    bc2 = 1.0 - beta2 ** _step_after(state)
+    return (v.sqrt_() / math.sqrt(bc2)).add_(float(group["eps"])).reciprocal_()
+
+
+def _rmsprop(
+    group: dict[str, Any], state: dict[str, Any], p: torch.Tensor, g: torch.Tensor
+) -> torch.Tensor:
+    alpha = float(group["alpha"])
+    g = _effective_grad(group, p, g)
+    s = state.get("square_avg")
+    s = (g * g) * (1.0 - alpha) if s is None else torch.addcmul(s * alpha, g, g, value=1.0 - alpha)
+    if group.get("centered", False):
+        m = state.get("grad_avg")
+        m = g * (1.0 - alpha) if m is None else torch.lerp(m, g, 1.0 - alpha)
+        s = torch.addcmul(s, m, m, value=-1.0)
+    P = s.sqrt_().add_(float(group["eps"])).reciprocal_()
+    mu = float(group.get("momentum", 0.0) or 0.0)
+    return P.mul_(1.0 / (1.0 - mu)) if mu else P
+
+
+def _adagrad(
+    group: dict[str, Any], state: dict[str, Any], p: torch.Tensor, g: torch.Tensor
+) -> torch.Tensor:
+    g = _effective_grad(group, p, g)
+    S = state.get("sum")
+    S = torch.full_like(g, float(group.get("initial_accumulator_value", 0.0))) if S is None else S
+    clr = 1.0 / (1.0 + (_step_after(state) - 1.0) * float(group.get("lr_decay", 0.0)))
+    return torch.addcmul(S, g, g).sqrt_().add_(float(group["eps"])).reciprocal_().mul_(clr)
+
+
+register_preconditioner(torch.optim.SGD, _sgd)
+register_preconditioner(torch.optim.Adam, _adam)  # AdamW subclasses Adam (decoupled decay)
+register_preconditioner(torch.optim.RMSprop, _rmsprop)
+register_preconditioner(torch.optim.Adagrad, _adagrad)

@@ -18,6 +18,12 @@ from lossrate.rates.base import RateModel
 PHI0, T0, BETA = 0.8, 5.0, 0.7
 
 
+def rel(a: object, b: object) -> float:
+    """Largest relative difference |a - b| / |b| (|b| floored at 1e-300)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+
+
 def power_law_Phi(
     t: np.ndarray, phi0: float = PHI0, t0: float = T0, beta: float = BETA
 ) -> np.ndarray:

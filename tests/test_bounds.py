@@ -16,13 +16,7 @@ from lossrate.bounds import (
 from lossrate.closures import get_closure
 from lossrate.rates import Constant, PowerLaw, ScheduleRate
 from lossrate.solve import solve, solve_ode
-from problems import case, gd_losses, linear_regression
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
-
+from problems import case, gd_losses, linear_regression, rel
 
 FLOOR_CLOSURES = [
     ("mse", get_closure("mse", a=0.5), 2.0),

@@ -23,12 +23,7 @@ from lossrate.rates import (
     solve_power_noise,
 )
 from lossrate.solve import solve, solve_ode
-from problems import power_law_Phi
-
-
-def rel(a, b) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
+from problems import power_law_Phi, rel
 
 
 # ----------------------------------------------------------------- constant

@@ -10,14 +10,9 @@ from lossrate import InvalidArgumentError
 from lossrate.closures import get_closure
 from lossrate.rates import Constant, MeasuredRate, PowerLaw
 from lossrate.solve import Solution, solve, solve_ode
-from problems import CASES, FINITE_HIT, Case, case, power_law_Phi
+from problems import CASES, FINITE_HIT, Case, case, power_law_Phi, rel
 
 IDS = [c.id for c in CASES]
-
-
-def rel(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 @pytest.mark.parametrize("c", CASES, ids=IDS)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, check_finite_array
 
 __all__ = ["expm1_over", "log1p_over", "param"]
 
@@ -16,17 +17,10 @@ def param(
 ) -> float | np.ndarray:
     """``value`` as a float (scalar) or a read-only float array, after checking it.
 
-    Raises InvalidArgumentError naming ``owner.name`` for non-numeric, non-finite or
+    Raises InvalidArgumentError naming ``owner: name`` for non-numeric, non-finite or
     out-of-range values.
     """
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(
-            f"{owner}: {name} must be a number or an array of numbers, got {value!r}."
-        ) from None
-    if not np.isfinite(arr).all():
-        raise InvalidArgumentError(f"{owner}: {name} must be finite, got {value!r}.")
+    arr = check_finite_array(f"{owner}: {name}", value)
     if positive and (arr <= 0).any():
         raise InvalidArgumentError(f"{owner}: {name} must be > 0, got {value!r}.")
     if nonnegative and (arr < 0).any():
@@ -38,21 +32,21 @@ def param(
     return arr
 
 
-def expm1_over(x: Any) -> np.ndarray:
-    """(exp(x) - 1) / x, equal to 1 at x = 0 and accurate near it."""
+def _over(f: Callable[..., np.ndarray], x: Any) -> np.ndarray:
+    """f(x) / x with the limit 1 at x = 0 (for f = expm1, log1p: accurate near 0)."""
     x = np.asarray(x, dtype=float)
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = np.expm1(x, out=np.empty_like(x))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        out = f(x, out=np.empty_like(x))
         np.divide(out, x, out=out, where=x != 0.0)
     out[x == 0.0] = 1.0
     return out
+
+
+def expm1_over(x: Any) -> np.ndarray:
+    """(exp(x) - 1) / x, equal to 1 at x = 0 and accurate near it."""
+    return _over(np.expm1, x)
 
 
 def log1p_over(x: Any) -> np.ndarray:
     """log(1 + x) / x, equal to 1 at x = 0 and accurate near it (x > -1)."""
-    x = np.asarray(x, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.log1p(x, out=np.empty_like(x))
-        np.divide(out, x, out=out, where=x != 0.0)
-    out[x == 0.0] = 1.0
-    return out
+    return _over(np.log1p, x)

@@ -12,14 +12,15 @@ import re
 import numpy as np
 import pytest
 
-from lossrate import InvalidArgumentError, RunMeta, Schedule, Trajectory
+from lossrate import InvalidArgumentError, RunMeta, Schedule, Trajectory, bounds
+from lossrate._model import CurveModel, Param
 from lossrate._results import Prediction
 from lossrate.closures import get_closure
 from lossrate.fit import predict
 from lossrate.rates.power_law import PowerLaw
 from lossrate.report import FIGURE_NAMES, Headline, write_report
 from lossrate.report import figures as F
-from lossrate.report.analysis import fit_prefix
+from lossrate.report.analysis import analyze, fit_prefix
 from lossrate.report.summary import format_energy, observed_final
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -220,3 +221,74 @@ def test_headline_numbers() -> None:
     assert "never reached" in h.report()
     assert format_energy(7200.0) == "7.2 kJ (0.002 kWh)"
     assert format_energy(12.0) == "12 J"
+
+
+class ExactFlow(CurveModel):
+    """The generating model of :func:`synthetic_run`, with its ODE components."""
+
+    name = "exact_flow"
+
+    def params(self, run):
+        return [
+            Param("rho0", 1e-3, 1e3, "log"),
+            Param("S0", 1e-3, 1e4, "log"),
+            Param("beta", 0.0, 3.0),
+            Param("L0", 0.5, 5.0),
+        ]
+
+    def guesses(self, run):
+        return [{"rho0": 1.0, "S0": 1.0, "beta": 0.5, "L0": float(run.traj.loss[0])}]
+
+    def components(self, theta, run):
+        return CLOSURE, PowerLaw(theta["rho0"], theta["S0"], theta["beta"]), theta["L0"]
+
+    def curve(self, theta, run, steps):
+        rate = PowerLaw(theta["rho0"], theta["S0"], theta["beta"])
+        return CLOSURE.G_inv(CLOSURE.G(theta["L0"]) - rate.Phi(run.schedule.S(steps)))
+
+
+def test_analyze_gives_floor_time_steps_and_energy_from_the_bounds() -> None:
+    traj = synthetic_run()
+    a = analyze(
+        traj,
+        closure=CLOSURE,
+        model=ExactFlow(),
+        until=0.5,
+        target=0.03,
+        joules_per_step=2.0,
+        bootstrap=0,
+    )
+    h = a.headline
+    _clo, rate, L0 = ExactFlow().components(a.fit.params, None)
+    assert h.floor == pytest.approx(float(bounds.floor(CLOSURE, rate, L0)))
+    T = float(bounds.time_to_target(CLOSURE, rate, L0, 0.03))
+    assert h.time_to_target == pytest.approx(T)
+    assert h.time_to_target == pytest.approx(
+        float(bounds.time_to_target(CLOSURE, RATE, 2.3, 0.03)), rel=0.1
+    )
+    assert h.steps_to_target == pytest.approx(np.ceil(T / 0.05), abs=1)  # constant lr 0.05
+    assert h.energy_to_target_j == pytest.approx(2.0 * h.steps_to_target)
+    assert h.energy_is_estimate and "given" in h.energy_source
+    assert h.cut_step == 199 and a.notes == ()
+    assert "loss floor" in a.text() and "target loss 0.03" in a.text()
+
+
+def test_a_target_beyond_the_run_continues_at_the_last_learning_rate() -> None:
+    traj = synthetic_run()
+    a = analyze(traj, model=ExactFlow(), until=1.0, target=0.002, bootstrap=0)
+    T = a.headline.time_to_target
+    assert T > traj.t[-1]
+    assert a.headline.steps_to_target == pytest.approx(np.ceil(T / 0.05), abs=1)
+    assert a.headline.energy_to_target_j is None
+    assert any("energy_j" in n for n in a.notes)
+
+
+def test_without_ode_components_the_floor_is_not_computed_and_said() -> None:
+    traj = synthetic_run(n=120, stats=False)
+
+    class NoComponents(ExactFlow):
+        components = None
+
+    a = analyze(traj, model=NoComponents(), until=0.5, target=0.05, bootstrap=0)
+    assert a.headline.floor is None and a.headline.time_to_target is None
+    assert any("not computed" in n for n in a.notes)

@@ -238,14 +238,16 @@ def _legend_below(fig: Figure, ax: Axes, ncols: int = 3) -> None:
 
 
 def _plain_log_axis(ax: Axes) -> None:
-    """Decimal tick labels (0.05, 0.1, 1) on a log y axis; minor labels when it spans < 1.5 decades."""
+    """Decimal tick labels (0.05, 0.1, 1) on a log y axis; minor labels at 2 and 5 x 10^k when
+    the axis spans less than about two decades."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     lo, hi = ax.get_ylim()
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    if hi / lo < 10**1.5:
-        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 3.0, 5.0)))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    if hi / lo < 150:
+        ax.yaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+        ax.yaxis.set_minor_formatter(plain)
     else:
         ax.yaxis.set_minor_formatter(NullFormatter())
 
@@ -630,10 +632,16 @@ def residuals_figure(
 
 
 def _percent_axis(ax: Axes) -> None:
-    sec = ax.secondary_yaxis(
-        "right", functions=(lambda x: 100 * np.expm1(x), lambda p: np.log1p(np.asarray(p) / 100))
-    )
-    sec.set_ylabel("error (%)")
+    """A right-hand axis in percent for an axis of log ratios: 100 (e^x - 1)."""
+
+    def to_pct(x: np.ndarray) -> np.ndarray:
+        return 100 * np.expm1(x)
+
+    def to_log(p: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log1p(np.asarray(p) / 100)
+
+    ax.secondary_yaxis("right", functions=(to_pct, to_log)).set_ylabel("error (%)")
 
 
 @dataclass(frozen=True)

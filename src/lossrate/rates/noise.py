@@ -192,7 +192,8 @@ def power_noise_path(
     their inner loop). ``lr`` holds the n per-step learning rates. Every other argument
     broadcasts against the step axis with numpy rules, as rate parameters do: scalars give
     one curve, shape (m, 1) gives m curves. ``steps`` (default 0..n) picks step
-    boundaries; the result has shape broadcast(arguments, (len(steps),)).
+    boundaries; the result has shape broadcast(arguments, (len(steps),)). Needs k >= 1,
+    c >= 0 and L0 > floor (unchecked here).
     """
     if isinstance(lr, Schedule):
         lr, S = lr.lr, lr.cumulative

@@ -208,6 +208,55 @@ def test_predict_wsd_needs_its_decay_start(capsys, log) -> None:
     assert "decay_start" in capsys.readouterr().err
 
 
+def test_train_runs_a_shipped_config_with_overrides_and_resumes(capsys, tmp_path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "ts"
+    argv = [
+        "train",
+        "teacher_student_gd",
+        "--out",
+        str(out),
+        "--set",
+        "train.steps=20",
+        "--device",
+        "cpu",
+    ]
+    doc = run_json(capsys, *argv)
+    assert doc["rows"] == 20 and (out / "trajectory.csv").is_file()
+    assert main([*argv, "-q"]) == EXIT_USAGE  # the folder holds a run: nothing is overwritten
+    assert "--resume" in capsys.readouterr().err
+    assert run_json(capsys, *argv, "--resume")["rows"] == 20
+    assert main(["train", "teacher_student_gd", "--set", "train.nope=1", "-q"]) == EXIT_USAGE
+    assert "train.nope" in capsys.readouterr().err
+
+
+def test_evaluate_scores_each_model_and_fraction(capsys, log, tmp_path) -> None:
+    csv = tmp_path / "rows.csv"
+    doc = run_json(
+        capsys,
+        "evaluate",
+        log,
+        log,
+        "--format",
+        "trajectory",
+        "--models",
+        "ode",
+        "--fractions",
+        "0.3,0.5",
+        "--csv",
+        str(csv),
+    )
+    assert len(doc["rows"]) == 4  # two runs (the same log twice, renamed) x two fractions
+    assert {r["k"] for r in doc["summary"]} == {0.3, 0.5}
+    assert all(r["fit_ok"] and r["final_rel_err"] < 0.5 for r in doc["rows"])
+    assert csv.read_text().startswith("protocol,")
+
+
+def test_evaluate_rejects_a_whole_run_fraction(capsys, log) -> None:
+    assert main(["evaluate", log, "--format", "trajectory", "--fractions", "1"]) == EXIT_USAGE
+    assert "fractions" in capsys.readouterr().err
+
+
 @pytest.mark.xfail(
     not hasattr(get_model("ode"), "components"),
     reason="the ode model does not expose components(theta, run) -> (closure, rate, L0) yet",

@@ -102,6 +102,20 @@ def _key_value(text: str) -> tuple[str, float]:
         ) from None
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as TOML (200, 0.05, true, "cosine"; bare words are strings)."""
+    import tomllib
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, e.g. train.steps=200; got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return key.strip(), parsed
+
+
 def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -148,7 +162,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _log_options(p: argparse.ArgumentParser, *, until: float | None) -> None:
+def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: int = 200) -> None:
     g = p.add_argument_group("the log")
     g.add_argument(
         "--format",
@@ -217,7 +231,7 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None) -> None:
     f.add_argument(
         "--bootstrap",
         type=_count,
-        default=200,
+        default=bootstrap,
         help="bootstrap refits for the intervals (0: faster Gauss-Newton intervals)",
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
@@ -343,6 +357,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
+    p.add_argument(
+        "--set",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.steps=200 --set optim.lr=0.05 (repeatable)",
+    )
     _common(p)
 
     p = add(
@@ -397,9 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--fractions",
         type=lambda s: [_fraction(x) for x in s.split(",") if x],
         default=[0.1, 0.25, 0.5],
-        help="comma-separated prefix fractions",
+        help="comma-separated prefix fractions, each in (0, 1)",
     )
-    _log_options(p, until=None)
+    p.add_argument("--csv", type=Path, default=None, help="also write every row to this CSV file")
+    _log_options(p, until=None, bootstrap=0)
     _common(p)
 
     p = add(
@@ -448,6 +471,7 @@ examples:
   lossrate train mnist_mlp_sgd
   lossrate train configs/my_run.toml --out runs/my_run --device cuda
   lossrate train mnist_mlp_sgd --out runs/m --resume     continue after a crash
+  lossrate train teacher_student_gd --set train.steps=200 --set optim.lr=0.05
 
 then: lossrate fit runs/m/trajectory.csv --until 0.3
 """
@@ -502,11 +526,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         outcome = args.func(args)
     except KeyboardInterrupt:
+        hint = " Continue the run with --resume." if args.command == "train" else ""
         return _fail(
             want_json,
             EXIT_INTERRUPTED,
             "interrupted",
-            "interrupted (Ctrl-C); outputs already written are kept.",
+            f"interrupted (Ctrl-C); outputs already written are kept.{hint}",
         )
     except InvalidArgumentError as exc:
         return _fail(want_json, EXIT_USAGE, "invalid-argument", str(exc))
@@ -578,6 +603,8 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
     from .experiments.config import load_config
 
     config = load_config(args.config)
+    if args.set:
+        config = config.override(dict(args.set))
     out = args.out or Path("runs") / config.name
     traj = run_experiment(
         config, out, resume=args.resume, device=args.device, progress=not (args.quiet or args.json)
@@ -706,26 +733,42 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
+    import dataclasses
+
+    from tqdm import tqdm
+
     from .evaluate import evaluate
 
-    trajs: dict[str, Any] = {}
+    runs: dict[str, Any] = {}
     for path in args.logs:
         args.log = path
         traj, _ = _read(args)
-        trajs[_unique_name(traj.meta.name or path.stem, trajs)] = traj.replace(
-            meta=_with_name(traj.meta, traj.meta.name or path.stem)
+        runs[_unique_name(traj.meta.name or path.stem, runs)] = traj
+    total = len(runs) * len(args.fractions) * len(args.models)
+    with tqdm(
+        total=total,
+        desc="fits",
+        unit="fit",
+        disable=True if args.quiet or args.json else None,
+        leave=False,
+        file=sys.stderr,
+    ) as bar:
+        table = evaluate(
+            runs,
+            args.models,
+            fractions=args.fractions,
+            fit_options={"bootstrap": args.bootstrap, "level": args.level, "seed": args.seed},
+            progress=lambda _line: bar.update(1),
         )
-    closure = _closure(args, next(iter(trajs.values())))
-    table = evaluate(
-        list(trajs.values()),
-        models=args.models,
-        fractions=args.fractions,
-        closure=closure,
-        progress=not (args.quiet or args.json),
+    if args.csv is not None:
+        table.to_csv(str(args.csv))
+    summary = table.summary(("model", "k"))
+    text = (
+        f"prefix protocol on {len(runs)} run(s): median over runs of each score on the held-out steps\n"
+        + table.to_text(by=("model", "k"))
+        + (f"\nevery row: {args.csv}" if args.csv is not None else "")
     )
-    return Outcome(
-        table.to_text(), {"table": table.to_dict() if hasattr(table, "to_dict") else str(table)}
-    )
+    return Outcome(text, {"summary": summary, "rows": [dataclasses.asdict(r) for r in table.rows]})
 
 
 def _cmd_floor(args: argparse.Namespace) -> Outcome:
@@ -952,12 +995,6 @@ def _unique_name(name: str, taken: dict[str, Any]) -> str:
     while out in taken:
         out, k = f"{name}-{k}", k + 1
     return out
-
-
-def _with_name(meta: Any, name: str) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(meta, name=name)
 
 
 class _Stages:

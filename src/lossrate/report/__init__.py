@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import LossrateError
+from .._errors import DataError, LossrateError
 from .._results import FitResult, Prediction, _nan_to_none
 from ..closures import Closure
 from ..trajectory import Trajectory, atomic_write
@@ -92,20 +92,15 @@ def _noise_sd_of(fit: FitResult) -> float | None:
     return None
 
 
-def measured_rate(traj: Trajectory, closure: Closure) -> tuple[np.ndarray | None, str]:
-    """phi_hat per logged step from logged gradient norms (None when none were logged).
+def _measured_phi(traj: Trajectory, closure: Closure) -> np.ndarray | None:
+    """phi_hat = pgrad_sq / g(L) per logged step (:mod:`lossrate.measured`), None when the run
+    did not log the gradient and residual norms."""
+    from ..measured import measured_rates
 
-    Uses ``pgrad_sq`` (the norm the optimizer applies) or, for plain gradient descent,
-    ``grad_sq``: phi_hat = ||grad L||_P^2 / g(L) in intrinsic time (theory §1.3).
-    """
-    for column, label in (("pgrad_sq", "‖∇L‖²_P"), ("grad_sq", "‖∇L‖²")):
-        if traj.has(column):
-            with np.errstate(divide="ignore", invalid="ignore"):
-                phi = np.asarray(getattr(traj, column), float) / np.asarray(
-                    closure.g(traj.loss), float
-                )
-            return phi, f"measured φ̂ = {label} / g(L)"
-    return None, ""
+    try:
+        return measured_rates(traj, closure).phi_hat
+    except DataError:
+        return None
 
 
 def render_figures(
@@ -139,7 +134,7 @@ def render_figures(
         )
     )
     if closure is not None:
-        measured, label = measured_rate(traj, closure)
+        measured = _measured_phi(traj, closure)
         figs.append(
             ReportFigure(
                 "phi",
@@ -149,12 +144,16 @@ def render_figures(
                         closure,
                         prediction,
                         measured=measured,
-                        measured_label=label,
                         cut_step=cut,
                     )
                 ),
                 "The rate φ(t) in intrinsic time: "
-                + ("measured from the logged gradient norms, and " if measured is not None else "")
+                + (
+                    "measured from the logged gradient norms (one mini-batch each, so biased "
+                    "upward by tr Σ/B where the gradient is small), and "
+                    if measured is not None
+                    else ""
+                )
                 + "implied by the fitted curve, −(dL/dt)/g(L).",
             )
         )

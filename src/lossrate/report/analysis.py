@@ -101,11 +101,9 @@ def run_closure(traj: Trajectory, name: str | None = None, **params: Any) -> Clo
 
     name = name or traj.meta.loss or "ce"
     default = get_closure(name)  # an unknown name fails here, listing the known ones
-    fields = (
-        {f.name for f in dataclasses.fields(default)}
-        if dataclasses.is_dataclass(default)
-        else set()
-    )
+    fields: set[str] = set()
+    if dataclasses.is_dataclass(default):
+        fields = {f.name for f in dataclasses.fields(default)}
     if "classes" in fields and "classes" not in params and traj.meta.classes is not None:
         params["classes"] = int(traj.meta.classes)
     if "alpha" in fields and "alpha" not in params and name == "ce" and traj.has("alpha_eff"):

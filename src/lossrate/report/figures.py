@@ -634,10 +634,10 @@ def residuals_figure(
 def _percent_axis(ax: Axes) -> None:
     """A right-hand axis in percent for an axis of log ratios: 100 (e^x - 1)."""
 
-    def to_pct(x: np.ndarray) -> np.ndarray:
+    def to_pct(x: Any) -> Any:
         return 100 * np.expm1(x)
 
-    def to_log(p: np.ndarray) -> np.ndarray:
+    def to_log(p: Any) -> Any:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.log1p(np.asarray(p) / 100)
 

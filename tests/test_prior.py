@@ -1,0 +1,222 @@
+"""Prior: recovery of shared and per-run parameters from seeded multi-run data made by the
+core's noise solver, the MAP fit, JSON round trips and bad inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lossrate import DataError, InvalidArgumentError, RunMeta
+from lossrate._model import RunData
+from lossrate.fit import fit_many
+from lossrate.prior import (
+    VERSION,
+    DecayNotIdentifiedWarning,
+    ParamPrior,
+    Prior,
+    SourceRun,
+    check_runs,
+    decays,
+    fit_with_prior,
+    predict_with_prior,
+    prior_model,
+)
+
+from ._transfer_data import ETA_REF, TRUTH, make_run
+
+PER_RUN = ("L0", "L_inf", "rho_ref")
+
+
+def _model():
+    return dataclasses.replace(prior_model("ode_noise"), eta_ref=ETA_REF)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    out, l_inf = {}, {}
+    for i, (eta, shape) in enumerate(
+        [(e, s) for e in (0.1, 0.4) for s in ("constant", "cosine", "wsd")]
+    ):
+        name = f"{shape}_{eta:g}"
+        out[name], l_inf[name] = make_run(name, eta, shape, seed=i)
+    return out, l_inf
+
+
+@pytest.fixture(scope="module")
+def joint(sources):
+    runs, _ = sources
+    return fit_many(runs, _model(), per_run=PER_RUN, bootstrap=0, starts=1)
+
+
+def test_joint_fit_recovers_shared_parameters_within_intervals(joint):
+    # the lr exponent q, the equilibrium x_eq, the closure order k and rho's decay beta are
+    # shared by every run; the truth must lie inside the stated 90 % intervals
+    for name in ("q", "x_eq", "k", "beta"):
+        lo, hi = joint.ci[name]
+        assert lo <= TRUTH[name] <= hi, (name, joint.params[name], joint.ci[name])
+    assert joint.ci["q"][1] - joint.ci["q"][0] < 0.5  # q is identified, not just bounded
+
+
+def test_joint_fit_recovers_per_run_floors(joint, sources):
+    _, l_inf = sources
+    for name, truth in l_inf.items():
+        key = f"L_inf[{name}]"
+        est, se = joint.params[key], joint.stderr[key]
+        assert abs(est - truth) <= 3 * se + 1e-3, (key, est, truth, se)
+
+
+def test_prior_from_fit_centres_and_spreads(joint, sources):
+    runs, _ = sources
+    prior = Prior.from_fit(joint)
+    assert set(prior.params) == set(joint.pmap.order)
+    q = prior.params["q"]
+    assert q.kind == "shared" and q.centre == pytest.approx(joint.params["q"])
+    assert q.spread >= 0.02
+    x = prior.params["x_eq"]
+    assert x.log and x.centre == pytest.approx(math.log(joint.params["x_eq"]))
+    floors = [joint.params[f"L_inf[{n}]"] for n in runs]
+    li = prior.params["L_inf"]
+    assert li.kind == "per_run"
+    assert li.centre == pytest.approx(np.mean(floors))
+    assert li.spread == pytest.approx(max(np.std(floors, ddof=1), 0.02))
+    assert prior.source_names == tuple(runs)
+    assert prior.decayed  # cosine and wsd runs decay
+    assert [s.decayed for s in prior.sources] == [decays(r) for r in runs.values()]
+
+
+def test_law_prior_is_evaluated_at_the_new_runs_setting():
+    p = ParamPrior(
+        centre=math.log(2.0),
+        spread=0.1,
+        log=True,
+        kind="law",
+        covariate="peak_lr",
+        slope=0.5,
+        log_ref=math.log(0.1),
+    )
+    assert p.value_at(0.1) == pytest.approx(2.0)
+    assert p.value_at(0.4) == pytest.approx(2.0 * 4**0.5)
+    with pytest.raises(InvalidArgumentError, match="peak_lr"):
+        p.value_at(None)
+
+
+def test_map_fit_uses_prior_and_predicts_the_decay(joint):
+    prior = Prior.from_fit(joint)
+    target, _ = make_run("target", 0.2, "wsd", seed=99)
+    prefix = RunData(target.traj.prefix(0.4), target.schedule)  # stable phase only
+    f = fit_with_prior(prefix, prior, bootstrap=30)
+    assert f.success
+    assert f.extra["prior"]["sources"] == list(prior.source_names)
+    assert any("resolved" in n for n in f.notes)
+    pred = predict_with_prior(f, target.traj.step)
+    err = abs(pred.loss[-1] / target.traj.loss[-1] - 1)
+    assert err < 0.03, err
+    rest = target.traj.step > prefix.traj.step[-1]
+    inside = (target.traj.loss >= pred.lower) & (target.traj.loss <= pred.upper)
+    assert inside[rest].mean() >= 0.7
+
+
+def test_fixed_mode_holds_shared_parameters(joint):
+    prior = Prior.from_fit(joint)
+    target, _ = make_run("t2", 0.2, "cosine", seed=5)
+    f = fit_with_prior(
+        RunData(target.traj.prefix(0.5), target.schedule), prior, mode="fixed", bootstrap=0
+    )
+    assert f.fixed["q"] == pytest.approx(prior.params["q"].value_at())
+    assert set(f.params) == set(PER_RUN)
+
+
+# ---------------------------------------------------------------- files
+def _small_prior(decayed: bool = True) -> Prior:
+    params = {
+        n: ParamPrior(
+            math.log(v) if n in ("rho_ref", "S0", "x_eq") else v,
+            0.05,
+            n in ("rho_ref", "S0", "x_eq"),
+            "shared",
+        )
+        for n, v in {**TRUTH, "L_inf": 1.0}.items()
+    }
+    src = (SourceRun("a", 0.1, "constant", decayed, "ce", 50),)
+    return Prior("ode_noise", params, src, {"fit_q": True, "eta_ref": ETA_REF})
+
+
+def test_json_round_trip(tmp_path):
+    prior = _small_prior()
+    path = prior.save(tmp_path / "p.json")
+    back = Prior.load(path)
+    assert back == prior
+    assert json.loads(path.read_text())["version"] == VERSION
+    assert not list(tmp_path.glob("*.tmp*"))
+    assert Prior.from_runs(tmp_path, "ode_noise") == prior  # a folder holding one saved prior
+
+
+def test_load_refuses_newer_version_and_other_files(tmp_path):
+    data = _small_prior().to_dict()
+    data["version"] = VERSION + 1
+    (tmp_path / "new.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match="newer"):
+        Prior.load(tmp_path / "new.json")
+    (tmp_path / "other.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(DataError, match="not a lossrate-prior"):
+        Prior.load(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        Prior.load(tmp_path / "bad.json")
+
+
+# ---------------------------------------------------------------- bad input
+def test_different_losses_are_refused_naming_the_run():
+    a, _ = make_run("a", 0.1, "constant", 1)
+    b, _ = make_run("b", 0.1, "cosine", 2, loss="mse")
+    with pytest.raises(InvalidArgumentError, match=r"'b'.*mse"):
+        check_runs({"a": a, "b": b})
+    with pytest.raises(InvalidArgumentError, match="loss"):
+        Prior.from_runs({"a": a, "b": b}, "momentum")
+
+
+def test_missing_covariate_is_refused_naming_run_and_field():
+    a, _ = make_run("a", 0.1, "constant", 1)
+    b, _ = make_run("b", 0.2, "cosine", 2)
+    meta = dataclasses.replace(b.traj.meta, peak_lr=None)
+    b = RunData(b.traj.replace(meta=meta), b.schedule)
+    with pytest.raises(InvalidArgumentError, match=r"run 'b'.*peak_lr=None"):
+        Prior.from_runs({"a": a, "b": b}, "momentum", depends={"C": "peak_lr"})
+
+
+def test_prior_without_decay_warns_and_widens():
+    prior = _small_prior(decayed=False)
+    assert not prior.decayed
+    target, _ = make_run("t", 0.2, "wsd", seed=3)
+    prefix = RunData(target.traj.prefix(0.4), target.schedule)
+    f = fit_with_prior(prefix, prior, bootstrap=0)
+    with pytest.warns(DecayNotIdentifiedWarning, match="not identified"):
+        pred = predict_with_prior(f, target.traj.step)
+    assert any("not identified" in w for w in pred.warnings)
+    from lossrate.fit import predict
+
+    plain = predict(f, target.traj.step)
+    after = target.traj.step >= 840  # a few steps into the decay: the gain is > 0
+    assert np.all(pred.upper >= plain.upper - 1e-12)
+    assert np.all(pred.upper[after] - pred.lower[after] > plain.upper[after] - plain.lower[after])
+    # a decayed prior, the same fit: no warning
+    f2 = dataclasses.replace(f, extra={**f.extra, "prior": {**f.extra["prior"], "decayed": True}})
+    pred2 = predict_with_prior(f2, target.traj.step)
+    assert not any("not identified" in w for w in pred2.warnings)
+
+
+def test_bad_arguments():
+    with pytest.raises(InvalidArgumentError, match="Prior"):
+        fit_with_prior(make_run("x", 0.1, "constant", 0)[0], {"q": (0.5, 0.1)})  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        fit_with_prior(make_run("x", 0.1, "constant", 0)[0], _small_prior(), mode="odd")
+    r, _ = make_run("x", 0.1, "constant", 0, loss="mse")
+    with pytest.raises(InvalidArgumentError, match="loss"):
+        fit_with_prior(r, _small_prior())
+    with pytest.raises(InvalidArgumentError, match="folder"):
+        Prior.from_runs("/nonexistent/folder/xyz", "momentum")
+    assert RunMeta  # imported for the type

@@ -1,0 +1,264 @@
+"""The training loop: one plain function, :func:`train`, read top to bottom.
+
+Per optimizer step k it sets the learning rate from the run's :class:`~lossrate.Schedule`
+(the one source of truth: ``param_group["lr"] = schedule.lr[k]``), draws the batch,
+computes the instrumented loss, measures the gradient the optimizer will apply, steps,
+and logs one trajectory row (batch statistics, gradient norms, wall time, energy and,
+every ``eval_every`` steps, the test loss at the same weights; every ``kernel_every`` steps
+K^2 on a few samples of the batch, which makes those steps slower).
+
+Reproducibility: the data order comes from a ``torch.Generator`` seeded with
+``train.seed``; its state, the epoch's permutation and position, the model, the optimizer
+and the global torch random states go into every checkpoint, so a resumed run on CPU
+continues with exactly the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import closing
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..energy import EnergyMeter
+from ..torch import InstrumentedLoss, Recorder, gradient_metrics, kernel_trace
+from ..trajectory import RunMeta
+from .checkpoint import Checkpoint, save_checkpoint
+from .config import ExperimentConfig, OptimConfig
+from .datasets import Dataset
+from .models import count_parameters
+
+__all__ = ["build_optimizer", "output_size", "run_meta", "targets_for", "train"]
+
+EVAL_CHUNK = 1024  # test samples per forward pass when measuring the test loss
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable parameters (its lr is reset every step)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    if cfg.name == "adam":
+        return torch.optim.Adam(
+            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=cfg.lr,
+            alpha=cfg.alpha,
+            eps=cfg.eps,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+        )
+    return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def output_size(loss: str, n_classes: int) -> int:
+    """Outputs per sample: one logit for a binary "bce" task, else ``n_classes``
+    (classes for "ce"/"mse"/"mae"/"bce", regression outputs for regression data)."""
+    return 1 if loss == "bce" and n_classes == 2 else n_classes
+
+
+def targets_for(y: torch.Tensor, loss: str, n_out: int) -> torch.Tensor:
+    """Labels as the loss wants them: class indices for "ce"; float one-hot rows for
+    "mse"/"mae"/"bce" over ``n_out`` outputs (one 0/1 column when ``n_out`` is 1);
+    float regression targets pass through."""
+    if y.is_floating_point() or loss == "ce":
+        return y
+    if n_out == 1:
+        return y.float().unsqueeze(1)
+    return nn.functional.one_hot(y, n_out).float()
+
+
+def run_meta(
+    cfg: ExperimentConfig, data: Dataset, model: nn.Module, n_out: int, energy_source: str
+) -> RunMeta:
+    """The trajectory metadata of a run of ``cfg``."""
+    return RunMeta(
+        loss=cfg.loss.name,
+        classes=n_out,
+        label_smoothing=cfg.loss.label_smoothing,
+        mse_scale=1.0 / n_out if cfg.loss.name == "mse" else None,
+        optimizer=cfg.optim.name,
+        schedule=cfg.schedule.shape,
+        dataset=data.info.name,
+        model=cfg.model.kind,
+        peak_lr=cfg.optim.lr,
+        batch_size=cfg.train.batch_size or data.info.n_train,
+        model_size=float(count_parameters(model)),
+        energy_source=energy_source,
+        name=cfg.name,
+        extra={
+            "seed": cfg.train.seed,
+            "full_batch": cfg.full_batch,
+            **_flat("optim", asdict(cfg.optim)),
+        },
+    )
+
+
+def _flat(prefix: str, table: dict[str, object]) -> dict[str, object]:
+    return {f"{prefix}.{k}": v for k, v in table.items() if isinstance(v, int | float | str | bool)}
+
+
+@torch.no_grad()
+def _test_loss(model: nn.Module, crit: InstrumentedLoss, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean loss over the test samples, in chunks, with the model in eval mode."""
+    model.eval()
+    total = 0.0
+    for start in range(0, len(y), EVAL_CHUNK):
+        yb = y[start : start + EVAL_CHUNK]
+        total += float(crit(model(x[start : start + EVAL_CHUNK]), yb)) * len(yb)
+    model.train()
+    return total / len(y)
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    n_out: int,
+    device: torch.device,
+    resume_from: Checkpoint | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> None:
+    """Train ``model`` on ``data`` as ``cfg`` says, writing ``run_dir/trajectory.csv`` and checkpoints.
+
+    Args:
+        model: the network, already initialised from ``torch.manual_seed(cfg.train.seed)``.
+        data: train/test tensors (inputs already numeric).
+        cfg: the experiment.
+        run_dir: the run folder (created by :func:`lossrate.experiments.run_experiment`).
+        n_out: outputs per sample (:func:`output_size`).
+        device: where to train.
+        resume_from: the checkpoint to continue from; the trajectory file must then hold
+            exactly the rows of the steps before ``resume_from.step``.
+        stop_at: stop after this many completed steps, with a checkpoint (for tests and
+            time-sliced jobs); None runs to ``cfg.train.steps``.
+        progress: show a progress bar.
+
+    Raises:
+        lossrate.torch.NonFiniteLossError: the loss became NaN or infinite; the rows up to
+            that step (the last one holding the bad loss) are on disk.
+    """
+    tc, run_dir = cfg.train, Path(run_dir)
+    schedule = cfg.schedule_for_run()
+    model.to(device).train()
+    optimizer = build_optimizer(cfg.optim, model)
+    crit = InstrumentedLoss(cfg.loss.name, label_smoothing=cfg.loss.label_smoothing)
+    test_crit = InstrumentedLoss(cfg.loss.name, label_smoothing=cfg.loss.label_smoothing)
+
+    x_train = data.x_train.to(device)
+    y_train = targets_for(data.y_train, cfg.loss.name, n_out).to(device)
+    n_test = len(data.y_test) if tc.eval_size == 0 else min(tc.eval_size, len(data.y_test))
+    x_test = data.x_test[:n_test].to(device)
+    y_test = targets_for(data.y_test[:n_test], cfg.loss.name, n_out).to(device)
+    n = len(y_train)
+    batch = n if cfg.full_batch else min(tc.batch_size, n)
+
+    # Data order: a fresh permutation of the training set each epoch, from a seeded generator.
+    order = torch.Generator().manual_seed(tc.seed)
+    perm, pos, start = torch.arange(n), n, 0
+    ck = resume_from
+    if ck is not None:
+        model.load_state_dict(ck.model)
+        optimizer.load_state_dict(ck.optimizer)
+        order.set_state(ck.order_state)
+        perm, pos, start = ck.perm, ck.pos, ck.step
+        torch.set_rng_state(ck.cpu_rng)
+        if ck.cuda_rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck.cuda_rng)
+
+    meter = EnergyMeter(gpu_indices=[device.index or 0] if device.type == "cuda" else None)
+    # a resumed file keeps its own metadata (the runner checked that the config is the same)
+    meta = None if ck is not None else run_meta(cfg, data, model, n_out, meter.source)
+    end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+    with (
+        closing(meter),
+        Recorder(
+            run_dir, meta=meta, flush_every=tc.log_flush_every, resume=ck is not None
+        ) as recorder,
+        tqdm(total=end, initial=start, desc=cfg.name, disable=not progress, unit="step") as bar,
+    ):
+        for k in range(start, end):
+            lr = float(schedule.lr[k])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            test_loss = None  # at the weights of this step, before its update
+            if tc.eval_every and n_test and (k % tc.eval_every == 0 or k == tc.steps - 1):
+                test_loss = _test_loss(model, test_crit, x_test, y_test)
+
+            if cfg.full_batch:
+                xb, yb = x_train, y_train
+            else:
+                if pos + batch > n:  # a new epoch (a last partial batch is dropped)
+                    perm, pos = torch.randperm(n, generator=order), 0
+                idx = perm[pos : pos + batch].to(device)
+                pos += batch
+                xb, yb = x_train[idx], y_train[idx]
+
+            meter.step_energy()  # this step's energy count starts here (the test loss is left out)
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            loss = crit(model(xb), yb)
+            loss.backward()
+            grads = gradient_metrics(model, optimizer)
+            k_sq = None
+            if tc.kernel_every and k % tc.kernel_every == 0:
+                k_sq = kernel_trace(model, xb, optimizer=optimizer, max_samples=tc.kernel_samples)
+            optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            wall = time.perf_counter() - t0
+
+            # raises NonFiniteLossError (after writing the row) when the loss is NaN or inf
+            recorder.log(
+                step=k,
+                lr=lr,
+                batch=crit.last,
+                grad=grads,
+                wall_s=wall,
+                energy_j=meter.step_energy(),
+                test_loss=test_loss,
+                k_sq=k_sq,
+            )
+
+            done = k + 1
+            if done == end or (tc.checkpoint_every and done % tc.checkpoint_every == 0):
+                recorder.flush()  # rows first: a checkpoint never runs ahead of the trajectory
+                save_checkpoint(
+                    run_dir,
+                    Checkpoint(
+                        step=done,
+                        model=model.state_dict(),
+                        optimizer=optimizer.state_dict(),
+                        order_state=order.get_state(),
+                        perm=perm,
+                        pos=pos,
+                        cpu_rng=torch.get_rng_state(),
+                        cuda_rng=torch.cuda.get_rng_state_all()
+                        if torch.cuda.is_available()
+                        else [],
+                    ),
+                )
+            bar.update(1)
+            if k % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4g}", refresh=False)

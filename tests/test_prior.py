@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from _transfer_data import ETA_REF, TRUTH, make_run
 from lossrate import DataError, InvalidArgumentError, RunMeta
 from lossrate._model import RunData
 from lossrate.fit import fit_many
@@ -25,8 +26,6 @@ from lossrate.prior import (
     predict_with_prior,
     prior_model,
 )
-
-from ._transfer_data import ETA_REF, TRUTH, make_run
 
 PER_RUN = ("L0", "L_inf", "rho_ref")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _transfer_data import make_run
 from lossrate import InvalidArgumentError
 from lossrate._model import RunData
 from lossrate.transfer import (
@@ -14,8 +15,6 @@ from lossrate.transfer import (
     summarise,
     transfer_evaluate,
 )
-
-from ._transfer_data import make_run
 
 
 def _runs(seed_shift: int = 0) -> dict[str, RunData]:

@@ -194,7 +194,9 @@ def render_figures(
         figs.append(
             ReportFigure(
                 "peers",
-                figure_png(peers_figure(traj, {name: prediction, **peers}, cut_step=cut)),
+                figure_png(
+                    peers_figure(traj, {fit.model.name or name: prediction, **peers}, cut_step=cut)
+                ),
                 "Models fitted on the same prefix: their predictions and their final-loss errors.",
             )
         )

@@ -226,8 +226,8 @@ def _target_numbers(
     runs = getattr(f, "runs", ())
     if components is None or not runs:
         return out, [
-            f"floor, time and energy to target not computed: model {f.model.describe()!r} has no "
-            "ODE components (closure, rate); use --model ode."
+            f"floor, time and energy to target not computed: model {f.model.describe()!r} does "
+            "not expose its ODE components (closure, rate, L0)."
         ]
     run = runs[0]
     closure, rate, L0 = components(f.theta(), run)  # type: ignore[attr-defined]

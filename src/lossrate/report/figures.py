@@ -119,9 +119,9 @@ def _styled(func: Any) -> Any:
 
 
 def _run_title(traj: Trajectory, what: str) -> str:
+    """ "run name — what", the run named by meta.name, else by its data set, model and optimizer."""
     m = traj.meta
-    parts = [p for p in (m.name, m.dataset, m.model, m.optimizer) if p]
-    head = " · ".join(dict.fromkeys(parts))
+    head = m.name or " · ".join(p for p in (m.dataset, m.model, m.optimizer) if p)
     return f"{head} — {what}" if head else what
 
 
@@ -178,6 +178,19 @@ def _running_median(y: np.ndarray, window: int) -> np.ndarray:
 
 def _smooth_window(n: int) -> int:
     return int(np.clip(n // 40, 1, 101)) | 1
+
+
+def closure_label(closure: Closure) -> str:
+    """``ce(classes=10, alpha=1.26)``: the closure's name and its numeric parameters."""
+    import dataclasses
+
+    parts: list[str] = []
+    if dataclasses.is_dataclass(closure):
+        for f in dataclasses.fields(closure):
+            value = getattr(closure, f.name, None)
+            if f.init and isinstance(value, int | float) and not isinstance(value, bool):
+                parts.append(f"{f.name}={value:.4g}")
+    return f"{closure.name}({', '.join(parts)})" if parts else closure.name
 
 
 def _time_label(traj: Trajectory) -> str:
@@ -436,7 +449,7 @@ def phi_figure(
     _mark_cut(ax, cut_t)
     ax.set_xlabel(_time_label(traj))
     ax.set_ylabel("rate φ(t)")
-    ax.set_title(title or _run_title(traj, f"rate φ(t) with closure g = {closure.name}"))
+    ax.set_title(title or _run_title(traj, f"rate φ(t), g = {closure_label(closure)}"))
     return fig
 
 
@@ -545,7 +558,7 @@ def closure_ratio_figure(
     _mark_cut(ax, cut_t)
     ax.set_xlabel(_time_label(traj))
     ax.set_ylabel("closure ratio c(t) = R / g")
-    ax.set_title(title or _run_title(traj, f"closure ratio for g = {closure.name}"))
+    ax.set_title(title or _run_title(traj, f"closure ratio, g = {closure_label(closure)}"))
     _legend_below(fig, ax, ncols=2)
     return fig
 

@@ -115,38 +115,38 @@ def _cards(h: Headline) -> str:
         ),
     ]
     if h.target is not None:
-        unreachable = h.time_to_target is not None and math.isinf(h.time_to_target)
-        steps = (
-            "—"
-            if h.steps_to_target is None
-            else ("∞" if math.isinf(h.steps_to_target) else f"{h.steps_to_target:,.0f}")
+        cards += _target_cards(h)
+    return '<section class="cards">' + "".join(cards) + "</section>"
+
+
+def _target_cards(h: Headline) -> list[str]:
+    """Steps and energy to the target loss (with why, when they were not computed)."""
+    what = f"target loss {_num(h.target)}"
+    if h.time_to_target is None:
+        return [_card(f"steps to {what}", "—", "not computed (see the notes)")]
+    if math.isinf(h.time_to_target):
+        return [_card(f"steps to {what}", "never", "the target is at or below the floor")]
+    steps = "—" if h.steps_to_target is None else f"{h.steps_to_target:,.0f}"
+    cards = [
+        _card(f"steps to {what}", _e(steps), _e(f"intrinsic time Σ lr = {_num(h.time_to_target)}"))
+    ]
+    if h.energy_to_target_j is None:
+        cards.append(_card(f"energy to {what}", "—", "not computed (see the notes)"))
+    else:
+        badge = (
+            '<span class="badge est">estimate</span>'
+            if h.energy_is_estimate
+            else '<span class="badge meas">measured</span>'
         )
         cards.append(
             _card(
-                f"steps to target loss {_num(h.target)}",
-                _e("unreachable" if unreachable else steps),
-                _e(
-                    "the target is at or below the floor"
-                    if unreachable
-                    else f"intrinsic time Σ lr = {_num(h.time_to_target)}"
-                ),
+                f"energy to {what}",
+                _e(format_energy(h.energy_to_target_j)),
+                _e(f"energy source: {h.energy_source or 'unknown'}"),
+                badge,
             )
         )
-        if h.energy_to_target_j is not None:
-            badge = (
-                '<span class="badge est">estimate</span>'
-                if h.energy_is_estimate
-                else '<span class="badge meas">measured</span>'
-            )
-            cards.append(
-                _card(
-                    f"energy to target loss {_num(h.target)}",
-                    _e(format_energy(h.energy_to_target_j)),
-                    _e(f"energy source: {h.energy_source or 'unknown'}"),
-                    badge,
-                )
-            )
-    return '<section class="cards">' + "".join(cards) + "</section>"
+    return cards
 
 
 def _param_table(fit: FitResult) -> str:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -38,30 +39,24 @@ def _floor_param(run: RunData) -> Param:
     return Param("L0", 0.0, max(lo, 1e-12), doc="irreducible loss, below the lowest observed loss")
 
 
-def _power(x: np.ndarray, A: float, alpha: float) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return A * np.power(x, -alpha)
+class _PowerLaw(CurveModel):
+    """L = L0 + A x^-alpha for a clock x(step) that the subclass defines."""
 
+    _clock: ClassVar[str] = ""
 
-@dataclass(frozen=True)
-class PowerSteps(CurveModel):
-    """L(s) = L0 + A (s + s0)^-alpha in optimizer steps s (module docstring)."""
-
-    name: ClassVar[str] = "power_steps"
-    s0: float = 1.0
-
-    def __post_init__(self) -> None:
-        check_positive("s0", self.s0, allow_zero=True)
+    @abstractmethod
+    def _x(self, run: RunData, steps: np.ndarray) -> np.ndarray:
+        """The clock at ``steps`` (checked whole steps of ``run.schedule``)."""
 
     def params(self, run: RunData) -> Sequence[Param]:
         return (
             _floor_param(run),
             Param("A", 1e-8, 1e9, "log", "amplitude"),
-            Param("alpha", 1e-3, 5.0, doc="exponent in steps"),
+            Param("alpha", 1e-3, 5.0, doc=f"exponent in {self._clock}"),
         )
 
     def guesses(self, run: RunData) -> Sequence[Mapping[str, float]]:
-        x = run.traj.step + self.s0
+        x = self._x(run, run.traj.step)
         out = []
         for L0 in _floors(run):
             A, alpha = power_fit(x, run.traj.loss, L0)
@@ -69,37 +64,37 @@ class PowerSteps(CurveModel):
         return out
 
     def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
-        s = whole_steps(run.schedule, steps)
-        return theta["L0"] + _power(s + self.s0, theta["A"], theta["alpha"])
+        with np.errstate(divide="ignore"):
+            return theta["L0"] + theta["A"] * np.power(self._x(run, steps), -theta["alpha"])
+
+
+@dataclass(frozen=True)
+class PowerSteps(_PowerLaw):
+    """L(s) = L0 + A (s + s0)^-alpha in optimizer steps s (module docstring)."""
+
+    name: ClassVar[str] = "power_steps"
+    _clock: ClassVar[str] = "steps"
+    s0: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_positive("s0", self.s0, allow_zero=True)
+
+    def _x(self, run: RunData, steps: np.ndarray) -> np.ndarray:
+        return whole_steps(run.schedule, steps) + self.s0
 
     def describe(self) -> str:
         return f"{self.name}(s0={self.s0:g})"
 
 
 @dataclass(frozen=True)
-class PowerS(CurveModel):
+class PowerS(_PowerLaw):
     """L(s) = L0 + A S(s)^-alpha in intrinsic time S (module docstring)."""
 
     name: ClassVar[str] = "power_S"
+    _clock: ClassVar[str] = "the lr sum"
 
-    def params(self, run: RunData) -> Sequence[Param]:
-        return (
-            _floor_param(run),
-            Param("A", 1e-8, 1e6, "log", "amplitude"),
-            Param("alpha", 1e-3, 5.0, doc="exponent in the lr sum"),
-        )
-
-    def guesses(self, run: RunData) -> Sequence[Mapping[str, float]]:
-        S = run.schedule.S(run.traj.step)
-        out = []
-        for L0 in _floors(run):
-            A, alpha = power_fit(S, run.traj.loss, L0)
-            out.append({"L0": L0, "A": A, "alpha": alpha})
-        return out
-
-    def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
-        S = run.schedule.S(whole_steps(run.schedule, steps))
-        return theta["L0"] + _power(S, theta["A"], theta["alpha"])
+    def _x(self, run: RunData, steps: np.ndarray) -> np.ndarray:
+        return run.schedule.S(whole_steps(run.schedule, steps))
 
 
 @dataclass(frozen=True)

@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: the config's)")
+    p.add_argument(
+        "--threads", type=_count, default=1, help="torch CPU threads (0: torch's default)"
+    )
     _common(p)
 
     p = add(
@@ -364,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="override a config key, e.g. --set train.steps=200 --set optim.lr=0.05 (repeatable)",
+    )
+    p.add_argument(
+        "--threads", type=_count, default=0, help="torch CPU threads (0: torch's default)"
     )
     _common(p)
 
@@ -593,6 +599,7 @@ def _cmd_demo(args: argparse.Namespace) -> Outcome:
         target=args.target,
         device=args.device,
         seed=args.seed,
+        threads=args.threads or None,
         progress=not (args.quiet or args.json),
     )
     return Outcome(result.text(), result.to_dict())
@@ -606,9 +613,16 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
     if args.set:
         config = config.override(dict(args.set))
     out = args.out or Path("runs") / config.name
-    traj = run_experiment(
-        config, out, resume=args.resume, device=args.device, progress=not (args.quiet or args.json)
-    )
+    from .demo import torch_threads
+
+    with torch_threads(args.threads or None):
+        traj = run_experiment(
+            config,
+            out,
+            resume=args.resume,
+            device=args.device,
+            progress=not (args.quiet or args.json),
+        )
     final = float(traj.loss[-1])
     text = (
         f"trained {config.name}: {traj.n} logged steps, final batch loss {final:.4g}\n"

@@ -18,10 +18,12 @@ an earlier good demo folder is never replaced by a partial one.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,7 @@ def run_demo(
     device: str = "auto",
     seed: int | None = None,
     bootstrap: int = 100,
+    threads: int | None = 1,
     progress: bool = True,
 ) -> DemoResult:
     """Train, fit, predict and report (module docstring); returns what was written.
@@ -107,14 +110,15 @@ def run_demo(
         device: torch device ("auto", "cpu", "cuda", ...).
         seed: training seed (default: the config's).
         bootstrap: bootstrap refits for the intervals.
+        threads: CPU threads for torch during the demo (restored after); None keeps torch's
+            setting. One thread is the default: the MLP is small, and with more threads than
+            free cores OpenMP spin-waiting made steps 20x slower on a busy 2-core machine.
         progress: show progress bars.
 
     Raises:
         InvalidArgumentError: ``out`` exists and is not a demo folder, or bad options.
     """
-    from .experiments import load_config, run_experiment
-    from .fit import available_models
-    from .report.summary import observed_final
+    from .experiments import load_config
 
     out = Path(out)
     _check_out(out)
@@ -129,6 +133,43 @@ def run_demo(
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     seconds: dict[str, float] = {}
+    with torch_threads(threads):
+        analysis, files = _run(cfg, work, out, until, target, device, bootstrap, progress, seconds)
+    return DemoResult(
+        out, DEMO_CONFIG, cfg.train.steps, analysis, _moved(files, work, out), seconds
+    )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``threads`` inside the block (None: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(
+    cfg: Any,
+    work: Path,
+    out: Path,
+    until: float,
+    target: float | None,
+    device: str,
+    bootstrap: int,
+    progress: bool,
+    seconds: dict[str, float],
+) -> tuple[Analysis, ReportFiles]:
+    """Train into ``work``, analyse, write the report there, then move ``work`` to ``out``."""
+    from .experiments import run_experiment
+    from .fit import available_models
+    from .report.summary import observed_final
+
     try:
         t0 = time.perf_counter()
         traj = run_experiment(cfg, work, device=device, progress=progress)
@@ -175,8 +216,7 @@ def run_demo(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    files = _moved(files, work, out)
-    return DemoResult(out, DEMO_CONFIG, cfg.train.steps, analysis, files, seconds)
+    return analysis, files
 
 
 def _check_out(out: Path) -> None:

@@ -641,28 +641,51 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
 
 
 def _cmd_fit(args: argparse.Namespace) -> Outcome:
-    from .report import write_report
-    from .report.analysis import analyze
 
     traj, settings = _read(args)
     out = args.out or _default_out(args.log)
-    with _Stages(
-        ["fit", "predict", *(f"peer {p}" for p in args.peers), "report"],
-        quiet=args.quiet or args.json,
-    ) as st:
+    return _fit_and_report(
+        args, traj, out, settings, until=args.until, peers=args.peers, target=args.target
+    )
+
+
+def _fit_and_report(
+    args: argparse.Namespace,
+    traj: Any,
+    out: Path,
+    settings: dict[str, Any],
+    *,
+    until: float,
+    peers: Sequence[str],
+    target: float | None,
+    write_trajectory: bool = True,
+) -> Outcome:
+    """Fit on the prefix, predict, fit the peers, and write the report folder ``out``."""
+    from .report import write_report
+    from .report.analysis import analyze
+
+    stages = ["fit", "predict", *(f"peer {p}" for p in peers), "report"]
+    with _Stages(stages, quiet=args.quiet or args.json) as st:
         a = analyze(
             traj,
             closure=_closure(args, traj),
             model=args.model,
-            until=args.until,
-            peers=args.peers,
-            target=args.target,
+            until=until,
+            peers=peers,
+            target=target,
             joules_per_step=args.joules_per_step,
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
             on_stage=st.advance,
         )
+        settings = {
+            **settings,
+            "until": until,
+            "model": args.model,
+            "peers": ",".join(peers),
+            "target": target,
+        }
         files = write_report(
             out,
             traj,
@@ -672,13 +695,8 @@ def _cmd_fit(args: argparse.Namespace) -> Outcome:
             closure=a.closure,
             peers=a.peers,
             warnings=a.notes,
-            settings={
-                **settings,
-                "until": args.until,
-                "model": args.model,
-                "peers": ",".join(args.peers),
-                "target": args.target,
-            },
+            settings=settings,
+            write_trajectory=write_trajectory,
         )
         st.advance("report")
     return Outcome(a.text() + f"\nreport: {files.html}", {**a.to_dict(), "report": _files(files)})
@@ -806,8 +824,6 @@ def _cmd_floor(args: argparse.Namespace) -> Outcome:
 
 
 def _cmd_report(args: argparse.Namespace) -> Outcome:
-    from .report import write_report
-    from .report.analysis import analyze
 
     saved: dict[str, Any] = {}
     if args.path.is_dir() and (args.path / "trajectory.csv").is_file():
@@ -838,43 +854,16 @@ def _cmd_report(args: argparse.Namespace) -> Outcome:
         else []
     )
     traj, settings = _read(args)
-    with _Stages(
-        ["fit", "predict", *(f"peer {p}" for p in peers), "report"], quiet=args.quiet or args.json
-    ) as st:
-        a = analyze(
-            traj,
-            closure=_closure(args, traj),
-            model=args.model,
-            until=until,
-            peers=peers,
-            target=target,
-            joules_per_step=args.joules_per_step,
-            level=args.level,
-            bootstrap=args.bootstrap,
-            seed=args.seed,
-            on_stage=st.advance,
-        )
-        files = write_report(
-            args.out or folder,
-            traj,
-            a.fit,
-            a.prediction,
-            headline=a.headline,
-            closure=a.closure,
-            peers=a.peers,
-            warnings=a.notes,
-            settings={
-                **saved,
-                **settings,
-                "until": until,
-                "model": args.model,
-                "peers": ",".join(peers),
-                "target": target,
-            },
-            write_trajectory=args.out is not None or not args.path.is_dir(),
-        )
-        st.advance("report")
-    return Outcome(a.text() + f"\nreport: {files.html}", {**a.to_dict(), "report": _files(files)})
+    return _fit_and_report(
+        args,
+        traj,
+        args.out or folder,
+        {**saved, **settings},
+        until=until,
+        peers=peers,
+        target=target,
+        write_trajectory=args.out is not None or not args.path.is_dir(),
+    )
 
 
 # ------------------------------------------------------------------ helpers

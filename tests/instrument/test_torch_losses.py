@@ -82,8 +82,12 @@ def test_ce_k_dimensional_and_ignore_index(gen):
     y = torch.randint(0, 5, (4, 6), generator=gen)
     y[0, :3] = -100
     crit = InstrumentedLoss("ce", ignore_index=-100)
-    loss = crit(z, y)
+    zg = z.clone().requires_grad_()
+    loss = crit(zg, y)
     assert loss.item() == pytest.approx(nn.CrossEntropyLoss()(z, y).item(), rel=1e-6)
+    loss.backward()
+    expected = torch.func.grad(lambda w: nn.functional.cross_entropy(w, y))(z)
+    torch.testing.assert_close(zg.grad, expected)
     zf, yf = z.movedim(1, -1).reshape(-1, 5), y.reshape(-1)
     keep = yf != -100
     _check(crit.last, *_reference(_ce_sample(), zf[keep], yf[keep], True), ce=True)
@@ -160,13 +164,30 @@ def test_mae(gen):
     _check(crit.last, *ref, ce=False)
 
 
-def test_gradient_is_the_usual_one(gen):
+@pytest.mark.parametrize(
+    ("kind", "eps", "reference"),
+    [
+        ("ce", 0.0, nn.CrossEntropyLoss()),
+        ("ce", 0.1, nn.CrossEntropyLoss(label_smoothing=0.1)),
+        ("ce-soft", 0.0, nn.CrossEntropyLoss()),
+        ("mse", 0.0, nn.MSELoss()),
+        ("bce", 0.0, nn.BCEWithLogitsLoss()),
+        ("mae", 0.0, nn.L1Loss()),
+    ],
+)
+def test_gradient_is_the_usual_one(gen, kind, eps, reference):
     model = nn.Linear(5, 3)
-    x, y = torch.randn(20, 5, generator=gen), torch.randint(0, 3, (20,), generator=gen)
-    nn.CrossEntropyLoss()(model(x), y).backward()
+    x = torch.randn(20, 5, generator=gen)
+    if kind == "ce":
+        y = torch.randint(0, 3, (20,), generator=gen)
+    elif kind == "ce-soft":
+        y = torch.softmax(torch.randn(20, 3, generator=gen), 1)
+    else:
+        y = torch.rand(20, 3, generator=gen)
+    reference(model(x), y).backward()
     expected = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    InstrumentedLoss("ce")(model(x), y).backward()
+    InstrumentedLoss(kind.removesuffix("-soft"), label_smoothing=eps)(model(x), y).backward()
     for p, e in zip(model.parameters(), expected):
         torch.testing.assert_close(p.grad, e)
 

@@ -164,23 +164,27 @@ def test_a_non_finite_loss_is_recorded_flushed_and_raised(tmp_path, monkeypatch,
     rec.close()
 
 
-def test_fsync_every_n_rows_and_on_close(tmp_path, monkeypatch):
+def test_rows_are_written_and_fsynced_every_n_rows(tmp_path, monkeypatch):
     synced = []
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
     rec = Recorder(tmp_path, flush_every=4)
-    assert len(synced) == 1  # the header
+    assert len(synced) == 1  # the header, at creation
+
+    def rows_on_disk():
+        return len((tmp_path / FILENAME).read_text().splitlines()) - 2
+
     _record(rec, range(10))
-    assert len(synced) == 1 + 2
+    assert len(synced) == 1 + 2 and rows_on_disk() == 8
     rec.flush()
-    assert len(synced) == 4
-    rec.flush()  # nothing new: no fsync
-    assert len(synced) == 4
+    assert len(synced) == 4 and rows_on_disk() == 10
+    rec.flush()  # nothing new: no write, no fsync
+    rec.log(step=10, lr=0.1, loss=1.0)
     rec.close()
     rec.close()
-    assert len(synced) == 5
+    assert len(synced) == 5 and rows_on_disk() == 11
     with pytest.raises(InvalidArgumentError, match="closed"):
-        rec.log(step=10, lr=0.1, loss=1.0)
+        rec.log(step=11, lr=0.1, loss=1.0)
 
 
 def test_an_existing_run_is_never_overwritten(tmp_path):
@@ -255,8 +259,33 @@ def test_resume_errors(tmp_path):
         _record(rec, range(2))
     with open(bad / FILENAME, "a") as f:
         f.write("2,0.3,oops\n")
-    with pytest.raises(DataError, match="last complete line"):
+    with pytest.raises(DataError, match="not a row of 14 numbers"):
         Recorder(bad, resume=True)
+
+
+def test_resume_step_drops_rows_after_a_checkpoint(tmp_path):
+    with Recorder(tmp_path, meta=META) as rec:
+        _record(rec, range(10))
+    with Recorder(tmp_path, resume=True, resume_step=6) as rec:
+        assert rec.last_step == 5
+        _record(rec, range(6, 8))
+    traj = Trajectory.read(tmp_path / FILENAME)
+    np.testing.assert_array_equal(traj.step, np.arange(8))
+    assert traj.meta == META
+    with Recorder(tmp_path, resume=True, resume_step=0) as rec:
+        assert rec.last_step is None
+    assert (tmp_path / FILENAME).read_text().count("\n") == 2
+
+
+def test_resume_step_errors(tmp_path):
+    with Recorder(tmp_path) as rec:
+        _record(rec, range(3))
+    with pytest.raises(DataError, match="steps are missing"):
+        Recorder(tmp_path, resume=True, resume_step=5)
+    with pytest.raises(InvalidArgumentError, match="needs resume=True"):
+        Recorder(tmp_path / "x", resume_step=2)
+    with pytest.raises(DataError, match="holds no rows"):
+        Recorder(tmp_path / "empty", resume=True, resume_step=2)
 
 
 def test_only_rank_zero_writes(tmp_path):
@@ -313,7 +342,7 @@ def test_kill_9_then_resume_in_a_real_process(tmp_path):
     proc.wait()
     proc.stdout.close()
     killed_at = Trajectory.read(run_dir / FILENAME).n
-    assert killed_at >= 40
+    assert killed_at >= 35 and killed_at % 7 == 0  # whole flushes of 7 rows: nothing torn
     done = subprocess.run(
         [sys.executable, str(script), str(run_dir), str(killed_at + 60)],
         capture_output=True,

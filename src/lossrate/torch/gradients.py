@@ -144,6 +144,7 @@ def _params(model_or_params: Any) -> list[torch.Tensor]:
     return params
 
 
+@torch.no_grad()
 def preconditioned_grads(
     optimizer: torch.optim.Optimizer,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]]:
@@ -172,6 +173,7 @@ def preconditioned_grads(
             yield p, g, P * scale if scale != 1.0 else P
 
 
+@torch.no_grad()
 def gradient_metrics(
     model_or_params: nn.Module | Iterable[torch.Tensor],
     optimizer: torch.optim.Optimizer | None = None,
@@ -192,24 +194,26 @@ def gradient_metrics(
             "no parameter has a gradient; call gradient_metrics after loss.backward() and "
             "before optimizer.zero_grad()."
         )
-    grad_sq = _sq_norm(grads)
+    grad_sq_t = _sq_norm(grads)
+    grad_sq = float(grad_sq_t)
     if optimizer is None:
-        return GradStats(float(grad_sq), math.nan)
-    multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: gradients by c
-    parts: list[torch.Tensor] = []
+        return GradStats(grad_sq, math.nan)
+    multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: the gradients, by c
+    parts: list[torch.Tensor] = []  # g^T P g of parameters with a diagonal P
     for _, g, P in preconditioned_grads(optimizer):
         if isinstance(P, torch.Tensor):
             g32 = g.float() if g.dtype in _HALF else g
             parts.append(torch.dot((g32 * g32).reshape(-1), P.reshape(-1).to(g32.dtype)))
         else:
             multiples.setdefault(float(P), []).append(g)
+    pgrad = 0.0
     for c, gs in multiples.items():
         same = len(gs) == len(grads) and all(a is b for a, b in zip(gs, grads))
-        parts.append((grad_sq if same else _sq_norm(gs)) * c)
-    device = grad_sq.device
-    pgrad = parts[0] if len(parts) == 1 else torch.stack([t.to(device) for t in parts]).sum()
-    g2, pg2 = torch.stack([grad_sq.double(), pgrad.to(device).double()]).tolist()
-    return GradStats(g2, pg2)
+        pgrad += c * (grad_sq if same else float(_sq_norm(gs)))
+    if parts:
+        device = grad_sq_t.device
+        pgrad += float(torch.stack([t.to(device, torch.float64) for t in parts]).sum())
+    return GradStats(grad_sq, pgrad)
 
 
 _HALF = (torch.float16, torch.bfloat16)

@@ -239,20 +239,22 @@ class InstrumentedLoss(nn.Module):
         return self._elementwise(outputs, targets)
 
     # -------------------------------------------------------------------------- private
-    def _record(self, ld: torch.Tensor, res: torch.Tensor, q2: torch.Tensor | None) -> None:
-        """Keep the statistics of per-sample losses ``ld`` with sum ||r||^2 = ``res`` and
-        sum (1 - e^{-l})^2 = ``q2``; they become a BatchStats only when ``.last`` is read."""
+    def _record(
+        self, ld: torch.Tensor, mean: torch.Tensor, res: torch.Tensor, q2: torch.Tensor | None
+    ) -> None:
+        """Keep the statistics of per-sample losses ``ld`` (mean ``mean``) with
+        sum ||r||^2 = ``res`` and sum (1 - e^{-l})^2 = ``q2``; they become a BatchStats only
+        when ``.last`` is read (one synchronisation, none if it is never read)."""
         ce = self.kind == "ce"
         if self.distributed == "auto" and is_distributed():
             ld64 = ld.double()
-            zero = torch.zeros((), dtype=torch.float64, device=ld.device)
             sums = torch.stack(
                 [
                     torch.tensor(float(ld.shape[0]), dtype=torch.float64, device=ld.device),
                     ld64.sum(),
                     ld64.dot(ld64),
                     res.double(),
-                    zero if q2 is None else q2.double(),
+                    torch.zeros_like(ld64[:0].sum()) if q2 is None else q2.double(),
                 ]
             )
             work = all_reduce_sum(sums)
@@ -264,7 +266,8 @@ class InstrumentedLoss(nn.Module):
             self._pending = reduced
             return
         n = ld.shape[0]
-        var, mean = torch.var_mean(ld, correction=0)
+        dev = ld - mean  # two-pass variance: no cancellation in float32
+        ss = dev.dot(dev)
 
         def local() -> BatchStats:
             if n == 0:
@@ -273,7 +276,7 @@ class InstrumentedLoss(nn.Module):
             if q2 is not None:
                 den = float(q2)
                 alpha = float(res) / den if den > 0 else math.nan
-            return BatchStats(float(mean), math.sqrt(float(var)), float(res) / n, alpha, n)
+            return BatchStats(float(mean), math.sqrt(float(ss) / n), float(res) / n, alpha, n)
 
         self._pending = local
 
@@ -291,7 +294,13 @@ class InstrumentedLoss(nn.Module):
         C = z.shape[1]
         soft = y.is_floating_point()
         per = self._per_sample(z, y)
-        ignore = self.ignore_index is not None and not soft
+        keep = None
+        if self.ignore_index is not None and not soft:  # torch's mean over kept positions
+            keep = (y != self.ignore_index).reshape(-1)
+            count = int(keep.sum())
+            loss = per.sum() / count if count else per.sum() * math.nan
+        else:
+            loss = per.sum() / per.numel()  # = per.mean(), cheaper on CPU
         with torch.no_grad():
             zd = z.detach()
             if zd.dtype in (torch.float16, torch.bfloat16):
@@ -300,41 +309,42 @@ class InstrumentedLoss(nn.Module):
                 zd = zd.movedim(1, -1).reshape(-1, C)
                 y = y.movedim(1, -1).reshape(-1, C) if soft else y.reshape(-1)
             ld = per.detach().reshape(-1)
-            if ignore:
-                keep = y != self.ignore_index
+            if keep is not None:
                 zd, y, ld = zd[keep], y[keep], ld[keep]
+            mean = loss.detach()
             eps = self.label_smoothing
-            r = _softmax_rows(zd)
+            r, d = _probabilities(zd)  # classes along dim d, contiguous
             if soft:
-                q = -torch.expm1(-ld)
-                r -= y * (1.0 - eps) + eps / C if eps else y
+                target = y.t() if d == 0 else y
+                r -= target * (1.0 - eps) + eps / C if eps else target
+                rf, q = r.view(-1), torch.expm1(-ld)  # q = -(1 - e^{-l})
+                self._record(ld, mean, rf.dot(rf), q.dot(q))
             else:  # q = 1 - p_y as the sum of the other p_k: no cancellation when p_y ~ 1
-                index = y.view(-1, 1)
+                index = y.view(1, -1) if d == 0 else y.view(-1, 1)
                 try:
-                    r.scatter_(1, index, 0.0)
+                    r.scatter_(d, index, 0.0)
                 except RuntimeError as exc:
                     raise InvalidArgumentError(
                         f"CE targets must be class indices in [0, {C}) ({exc}); for padding "
                         "positions pass ignore_index=-100 (or the value you use)."
                     ) from None
-                q = r.sum(1)
-                if eps:  # r_k = p_k - eps/C, r_y = p_y - (1 - eps + eps/C) = -q + eps (C-1)/C
+                q = r.sum(d)
+                if eps:  # r_k = p_k - eps/C, r_y = p_y - (1 - eps + eps/C) = eps (C-1)/C - q
                     r -= eps / C
-                    r.scatter_(1, index, (eps * (C - 1) / C - q).view(-1, 1))
-                    q = -torch.expm1(-ld)  # alpha's 1 - e^{-l} of the smoothed loss
-                else:
-                    r.scatter_(1, index, -q.view(-1, 1))
-            rf = r.reshape(-1)
-            self._record(ld, rf.dot(rf), q.dot(q))
-        if ignore:
-            return per.sum() / max(ld.shape[0], 1) if ld.shape[0] else per.sum() * math.nan
-        return per.mean()
+                    r.scatter_(d, index, (eps * (C - 1) / C - q).view(index.shape))
+                    rf, q = r.view(-1), torch.expm1(-ld)  # alpha's e^{-l} - 1, smoothed l
+                    self._record(ld, mean, rf.dot(rf), q.dot(q))
+                else:  # ||r_i||^2 = sum_{k != y} p_k^2 + q_i^2
+                    rf, q2 = r.view(-1), q.dot(q)
+                    self._record(ld, mean, rf.dot(rf) + q2, q2)
+        return loss
 
     def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         per = self._per_sample(z, y)
         C = per[0].numel() if per.dim() > 1 else 1
         if per.dim() > 1:
             per = per.flatten(1).mean(1)
+        loss = per.sum() / per.shape[0]
         with torch.no_grad():
             ld = per.detach()
             if self.kind == "mse":  # ||r_i||^2 = (4/C^2) ||z_i - y_i||^2 = (4/C) l_i
@@ -345,16 +355,19 @@ class InstrumentedLoss(nn.Module):
                 zd = z.detach()
                 d = ((1 - y) * torch.sigmoid(zd) - y * torch.sigmoid(-zd)).reshape(-1)
                 res = d.dot(d) / C**2
-            self._record(ld, res, None)
-        return per.mean()
+            self._record(ld, loss.detach(), res, None)
+        return loss
 
 
-def _softmax_rows(z: torch.Tensor) -> torch.Tensor:
-    """softmax over dim 1 of an (n, C) tensor. On CPU, torch's last-dimension kernel takes a
-    slow scalar path for C < 16 (23 us vs 6 us for 128 x 10); the transposed call does not."""
+def _probabilities(z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """softmax of the (n, C) logits as a contiguous tensor with the classes along dim d.
+
+    On CPU, torch's softmax over a last dimension shorter than 16 takes a slow scalar path
+    (23 us vs 6 us for 128 x 10); over dim 0 of the transposed logits it does not, and its
+    result is contiguous in (C, n) layout, so the small-C case works in that layout (d = 0)."""
     if z.shape[1] < 16 and z.device.type == "cpu":
-        return torch.softmax(z.t(), dim=0).t()
-    return torch.softmax(z, dim=1)
+        return torch.softmax(z.t(), dim=0), 0
+    return torch.softmax(z, dim=1), 1
 
 
 def _torch_ce(self: InstrumentedLoss, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

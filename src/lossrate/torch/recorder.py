@@ -1,7 +1,8 @@
 """Stream a training run to ``run_dir/trajectory.csv``, one row per optimizer step.
 
 The file is exactly the :class:`lossrate.Trajectory` CSV format (metadata comment line,
-header, one line per step; ``Trajectory.read`` reads it), with every column present:
+header, one line per step; ``Trajectory.read`` reads it and writes it back byte for byte),
+with every column present:
 
     step, t, loss, lr, loss_std, batch_size, residual_sq, grad_sq, pgrad_sq, alpha_eff,
     k_sq, wall_s, energy_j, test_loss
@@ -9,21 +10,24 @@ header, one line per step; ``Trajectory.read`` reads it), with every column pres
 ``t`` is intrinsic time, the sum of the learning rates of the steps before this one, and
 continues across a resume. Unmeasured values are ``nan``.
 
-Durability. Each row is handed to the operating system with one ``os.write`` as it is
-logged, so killing the process (even SIGKILL) loses nothing already logged; ``flush()``
-(every ``flush_every`` rows, on ``close()``, on leaving a ``with`` block and at interpreter
-exit) also ``fsync``s, so a machine crash loses at most the rows since the last flush. A
-crash in the middle of a write leaves a torn last line (no trailing newline); ``resume=True``
-cuts it off and continues after the last complete step.
+Durability. The metadata and header lines are written and ``fsync``ed when the file is
+created. Rows are kept in memory and written with one ``os.write`` and an ``fsync`` every
+``flush_every`` rows, on ``flush()``, ``close()``, leaving a ``with`` block, interpreter exit
+and a non-finite loss. A killed process (even SIGKILL) or a crashed machine therefore loses
+at most the rows since the last flush, and the file stays readable: a write cut short leaves
+a torn last line (no trailing newline), which ``resume=True`` removes before continuing after
+the last complete step. Call ``flush()`` before saving a training checkpoint, so the file
+never lags behind it; ``resume_step`` drops the rows a checkpoint does not cover.
 
 Rules. Steps are consecutive integers (every optimizer step is logged, which is what makes
 ``t`` exact); a step <= the last one (a duplicate) or a gap raises before anything is
-written. A non-finite loss is recorded, flushed, and then :class:`NonFiniteLossError` is
+recorded. A non-finite loss is recorded, flushed, and then :class:`NonFiniteLossError` is
 raised: the row itself is the flag (``Trajectory.read(path, drop_nonfinite=True)`` drops
 it). Non-finite optional values (e.g. an overflowed gradient norm) are written as ``nan``
-(the format reserves +-inf), negative ones are an error. Under torch.distributed only rank
-0 writes; the other ranks check and count steps the same way, so every rank raises
-together.
+(the format reserves +-inf), negative ones are an error. A learning rate of 0 is accepted
+but gives the next row the same t, which ``Trajectory`` (strictly increasing t) rejects.
+Under torch.distributed only rank 0 writes; the other ranks check and count steps the same
+way, so every rank raises together.
 """
 
 from __future__ import annotations
@@ -36,15 +40,23 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DataError, InvalidArgumentError, LossrateError
-from ..trajectory import ALL_COLUMNS, RunMeta, _parse_header, csv_header_lines, csv_row
+from ..trajectory import (
+    ALL_COLUMNS,
+    RunMeta,
+    _parse_header,
+    atomic_write,
+    csv_header_lines,
+    csv_row,
+)
 from .distributed import global_rank
 from .gradients import GradStats
 from .losses import BatchStats
 
-__all__ = ["FILENAME", "NonFiniteLossError", "Recorder"]
+__all__ = ["COLUMNS", "FILENAME", "NonFiniteLossError", "Recorder"]
 
 FILENAME = "trajectory.csv"
 COLUMNS = ALL_COLUMNS  # step, t, loss, then the optional columns in file order
+_NAN = math.nan
 
 
 class NonFiniteLossError(LossrateError, FloatingPointError):
@@ -62,9 +74,12 @@ class Recorder:
         run_dir: directory of the run (created if missing).
         meta: the run's metadata, written once in the file's first line. On resume the file
             keeps its own; a ``meta`` that differs from it is an error (pass None to accept it).
-        flush_every: rows between ``fsync``s (>= 1).
+        flush_every: rows kept in memory between writes + ``fsync``s (>= 1).
         resume: continue an existing file after its last complete step (a missing file
             starts a new one). Without it an existing file is an error, never overwritten.
+        resume_step: with ``resume``, the step the run continues at (a checkpoint's step):
+            rows of steps >= ``resume_step`` are dropped from the file. The file must hold
+            every step before it.
         energy: an object with ``step_energy() -> joules`` (e.g.
             :class:`lossrate.energy.EnergyMeter`) read at every ``log`` that gets no
             ``energy_j``.
@@ -79,6 +94,7 @@ class Recorder:
         *,
         flush_every: int = 50,
         resume: bool = False,
+        resume_step: int | None = None,
         energy: Any = None,
         rank: int | None = None,
     ) -> None:
@@ -88,6 +104,13 @@ class Recorder:
             )
         if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
             raise InvalidArgumentError(f"flush_every must be an integer >= 1, got {flush_every!r}.")
+        if resume_step is not None and (
+            not resume or not isinstance(resume_step, int) or resume_step < 0
+        ):
+            raise InvalidArgumentError(
+                f"resume_step={resume_step!r} needs resume=True and an integer >= 0 (the step "
+                "the run continues at)."
+            )
         if energy is not None and not callable(getattr(energy, "step_energy", None)):
             raise InvalidArgumentError(
                 "energy must have a step_energy() method (e.g. lossrate.energy.EnergyMeter()), "
@@ -97,18 +120,20 @@ class Recorder:
         self.flush_every = flush_every
         self.energy = energy
         self.rank = global_rank() if rank is None else int(rank)
-        self._fd: int | None = None
-        self._unsynced = 0
-        self._last_step: int | None = None
-        self._t_next = 0.0  # t of the next step: sum of the lrs logged so far
-        self._tick = time.perf_counter()
         self.meta = meta or RunMeta()
+        self._fd: int | None = None
+        self._rows: list[tuple[float, ...]] = []
+        self._last_step: int | None = None
+        self._t_next = 0.0  # t of the next step: the sum of the lrs logged so far
+        self._tick = time.perf_counter()
         if self.rank == 0:
-            self._open(meta, resume)
+            self._open(meta, resume, resume_step)
             atexit.register(self.close)
+        elif resume_step is not None:
+            self._last_step = resume_step - 1 if resume_step else None
 
     # ------------------------------------------------------------------ file handling
-    def _open(self, meta: RunMeta | None, resume: bool) -> None:
+    def _open(self, meta: RunMeta | None, resume: bool, resume_step: int | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and not resume:
@@ -116,19 +141,22 @@ class Recorder:
                 f"{str(self.path)!r} already exists; pass resume=True to continue that run or "
                 "choose a new run_dir (lossrate never overwrites a recorded run)."
             )
-        if exists and self._resume(meta):
-            return
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        self._fd = fd
-        self._write("\n".join(csv_header_lines(self.meta, COLUMNS)) + "\n")
-        self._sync()
+        if not (exists and self._resume(meta, resume_step)):
+            if resume_step:
+                raise DataError(
+                    f"cannot resume at step {resume_step}: {str(self.path)!r} holds no rows; "
+                    "its steps before the checkpoint are lost. Start the run again."
+                )
+            header = "\n".join(csv_header_lines(self.meta, COLUMNS)) + "\n"
+            atomic_write(self.path, lambda f: f.write(header))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
 
-    def _resume(self, meta: RunMeta | None) -> bool:
-        """Open an existing file for appending; False when it holds no complete header
-        (a run killed while creating it), which is then started afresh."""
+    def _resume(self, meta: RunMeta | None, resume_step: int | None) -> bool:
+        """Continue an existing file; False when it holds no complete header (a run killed
+        while creating it), which is then started afresh."""
         raw = self.path.read_bytes()
-        cut = raw.rfind(b"\n") + 1  # drop a torn last line (no trailing newline)
-        lines = raw[:cut].decode("utf-8", errors="replace").splitlines()
+        keep = raw.rfind(b"\n") + 1  # drop a torn last line (no trailing newline)
+        lines = raw[:keep].decode("utf-8", errors="replace").splitlines()
         if len(lines) < 2:
             return False
         where = repr(str(self.path))
@@ -145,38 +173,29 @@ class Recorder:
                 f"meta differs from the metadata of {where} in {diff}; pass the same RunMeta, "
                 "or meta=None to keep the file's."
             )
-        if len(lines) > 2:
-            cells = lines[-1].split(",")
-            try:
-                if len(cells) != len(COLUMNS):
-                    raise ValueError
-                step, t, lr = int(cells[0]), float(cells[1]), float(cells[3])
-            except ValueError:
+        self.meta = file_meta
+        rows = lines[2:]
+        if resume_step is not None:
+            rows = [ln for ln in rows if _row(ln, where)[0] < resume_step]
+            last = _row(rows[-1], where)[0] if rows else -1
+            if last != resume_step - 1:
                 raise DataError(
-                    f"cannot resume {where}: its last complete line is not a row of "
-                    f"{len(COLUMNS)} numbers ({lines[-1][:60]!r}); remove it and resume again."
-                ) from None
+                    f"cannot resume at step {resume_step}: the last step in {where} before it is "
+                    f"{last if rows else 'none'}, so steps are missing (rows lost in a crash "
+                    "after the checkpoint was written?). Resume from an earlier checkpoint."
+                )
+        if rows:
+            step, t, lr = _row(rows[-1], where)
             self._last_step = step
             self._t_next = t + (lr if math.isfinite(lr) else 0.0)
-        self.meta = file_meta
-        if cut < len(raw):
+        if len(rows) != len(lines) - 2:
+            text = "\n".join([*lines[:2], *rows]) + "\n"
+            atomic_write(self.path, lambda f: f.write(text))
+        elif keep < len(raw):
             with open(self.path, "r+b") as f:
-                f.truncate(cut)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-        self._sync()
+                f.truncate(keep)
+                os.fsync(f.fileno())
         return True
-
-    def _write(self, text: str) -> None:
-        assert self._fd is not None
-        data = text.encode("utf-8")
-        while data:
-            n = os.write(self._fd, data)
-            data = data[n:]
-
-    def _sync(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
-        self._unsynced = 0
 
     # ------------------------------------------------------------------------ public
     @property
@@ -207,88 +226,94 @@ class Recorder:
         Raises:
             InvalidArgumentError: a duplicate or skipped step, a bad lr, a negative value,
                 neither or both of ``batch`` and ``loss``, or a closed recorder (nothing is
-                written).
+                recorded).
             NonFiniteLossError: the loss was NaN/inf; raised after the row was written.
         """
         now = time.perf_counter()
         step = self._check_step(step)
-        lr_f = _number("lr", lr)
-        if not (math.isfinite(lr_f) and lr_f >= 0):
+        lr = _number("lr", lr)
+        if not (lr >= 0 and math.isfinite(lr)):
             raise InvalidArgumentError(f"lr must be finite and >= 0, got {lr!r}.")
-        if (batch is None) == (loss is None):
+        if batch is not None and loss is None and type(batch) is BatchStats:
+            loss = batch.loss
+            stats: tuple[Any, ...] = (batch.loss_std, batch.batch_size, batch.residual_sq)
+            alpha: Any = batch.alpha_eff
+        elif batch is None and loss is not None:
+            loss = _number("loss", loss)
+            stats, alpha = (_NAN, _NAN, _NAN), _NAN
+        elif batch is not None and loss is None:
+            raise InvalidArgumentError(
+                f"batch must be a BatchStats (crit.last), got {type(batch).__name__}."
+            )
+        else:
             raise InvalidArgumentError(
                 "pass exactly one of batch=crit.last (an InstrumentedLoss's BatchStats) or "
                 f"loss=<float>; got batch={batch!r}, loss={loss!r}."
             )
-        if batch is not None:
-            if not isinstance(batch, BatchStats):
-                raise InvalidArgumentError(
-                    f"batch must be a BatchStats (crit.last), got {type(batch).__name__}."
-                )
-            loss_f = batch.loss
-            stats = (batch.loss_std, batch.batch_size, batch.residual_sq)
-            alpha = batch.alpha_eff
+        if grad is None:
+            g: tuple[Any, ...] = (_NAN, _NAN)
+        elif type(grad) is GradStats:
+            g = (grad.grad_sq, grad.pgrad_sq)
         else:
-            loss_f = _number("loss", loss)
-            stats, alpha = (math.nan, math.nan, math.nan), math.nan
-        if grad is not None and not isinstance(grad, GradStats):
             raise InvalidArgumentError(
                 f"grad must be a GradStats (gradient_metrics(...)), got {type(grad).__name__}."
             )
-        g = (math.nan, math.nan) if grad is None else (grad.grad_sq, grad.pgrad_sq)
-        if wall_s is None:
-            wall_s = now - self._tick
-        if energy_j is None and self.energy is not None and self.rank == 0:
-            energy_j = self.energy.step_energy()
-        if math.isfinite(loss_f) and loss_f < 0:
+        if loss < 0 and loss != -math.inf:
             raise InvalidArgumentError(
-                f"loss must be >= 0, got {loss_f!r} at step {step}; lossrate models losses >= 0 "
+                f"loss must be >= 0, got {loss!r} at step {step}; lossrate models losses >= 0 "
                 "(shift the loss by its known minimum)."
             )
-        optional = [
-            _optional(name, v)
-            for name, v in zip(
-                COLUMNS[3:],
-                (lr_f, *stats, *g, alpha, k_sq, wall_s, energy_j, test_loss),
-            )
-        ]
+        if self.rank == 0 and self._fd is None:
+            raise InvalidArgumentError(f"the recorder of {str(self.path)!r} is closed.")
+        if energy_j is None and self.energy is not None and self.rank == 0:
+            energy_j = self.energy.step_energy()
+        values = (
+            lr,
+            *stats,
+            *g,
+            alpha,
+            k_sq,
+            now - self._tick if wall_s is None else wall_s,
+            energy_j,
+            test_loss,
+        )
+        row = (step, self._t_next, loss, *map(_optional, COLUMNS[3:], values))
         if self.rank == 0:
-            if self._fd is None:
-                raise InvalidArgumentError(f"the recorder of {str(self.path)!r} is closed.")
-            self._write(csv_row(step, [self._t_next, loss_f, *optional]) + "\n")
-            self._unsynced += 1
+            self._rows.append(row)
         self._last_step = step
-        self._t_next += lr_f
+        self._t_next += lr
         self._tick = time.perf_counter()
-        if not math.isfinite(loss_f):
+        if not math.isfinite(loss):
             self.flush()
             raise NonFiniteLossError(
-                f"the loss at step {step} is {loss_f!r} (lr {lr_f!r}); the row was recorded in "
+                f"the loss at step {step} is {loss!r} (lr {lr!r}); the row was recorded in "
                 f"{str(self.path)!r} and flushed. Training diverged: lower the learning rate or "
                 "check the data, then resume from a checkpoint before the divergence."
             )
-        if self._unsynced >= self.flush_every:
+        if len(self._rows) >= self.flush_every:
             self.flush()
 
     def _check_step(self, step: Any) -> int:
-        if isinstance(step, bool) or not isinstance(step, int):
+        if type(step) is not int:
             try:
-                if float(step) != int(step):
+                if isinstance(step, bool) or float(step) != int(step):
                     raise ValueError
                 step = int(step)
             except (TypeError, ValueError, OverflowError):
                 raise InvalidArgumentError(
                     f"step must be an integer (the optimizer step index), got {step!r}."
                 ) from None
-        if step < 0:
-            raise InvalidArgumentError(f"step must be >= 0, got {step}.")
         last = self._last_step
-        if last is not None and step <= last:
-            raise InvalidArgumentError(
-                f"step {step} was already recorded (the last recorded step is {last}); each "
-                f"step is logged once, in order. After a resume, continue at step {last + 1}."
-            )
-        if last is not None and step != last + 1:
+        if last is None:
+            if step < 0:
+                raise InvalidArgumentError(f"step must be >= 0, got {step}.")
+        elif step != last + 1:
+            if step <= last:
+                raise InvalidArgumentError(
+                    f"step {step} was already recorded (the last recorded step is {last}); "
+                    f"each step is logged once, in order. After a resume, continue at step "
+                    f"{last + 1}."
+                )
             raise InvalidArgumentError(
                 f"step {step} leaves a gap after step {last}; log every optimizer step "
                 f"(t = sum of learning rates needs each one), the next is {last + 1}."
@@ -296,15 +321,20 @@ class Recorder:
         return step
 
     def flush(self) -> None:
-        """Make every logged row durable (``fsync``)."""
-        if self.rank == 0 and self._fd is not None and self._unsynced:
-            self._sync()
+        """Write the rows kept in memory and make them durable (``fsync``)."""
+        if not self._rows or self._fd is None:
+            return
+        data = "".join([csv_row(r[0], r[1:]) + "\n" for r in self._rows]).encode("utf-8")
+        while data:
+            data = data[os.write(self._fd, data) :]
+        os.fsync(self._fd)
+        self._rows.clear()
 
     def close(self) -> None:
         """Flush and close the file (idempotent; also run at interpreter exit)."""
         if self._fd is not None:
             try:
-                self._sync()
+                self.flush()
             finally:
                 os.close(self._fd)
                 self._fd = None
@@ -320,6 +350,20 @@ class Recorder:
         return f"Recorder({str(self.path)!r}, last_step={self._last_step})"
 
 
+def _row(line: str, where: str) -> tuple[int, float, float]:
+    """(step, t, lr) of a complete data line, or a DataError naming it."""
+    cells = line.split(",")
+    try:
+        if len(cells) != len(COLUMNS):
+            raise ValueError
+        return int(cells[0]), float(cells[1]), float(cells[3])
+    except ValueError:
+        raise DataError(
+            f"cannot resume {where}: the line {line[:60]!r} is not a row of {len(COLUMNS)} "
+            "numbers; remove it and resume again."
+        ) from None
+
+
 def _number(name: str, value: Any) -> float:
     try:
         return float(value)
@@ -328,11 +372,12 @@ def _number(name: str, value: Any) -> float:
 
 
 def _optional(name: str, value: Any) -> float:
+    """An optional column's value: None and +-inf -> NaN; negative -> error."""
     if value is None:
-        return math.nan
-    x = _number(name, value)
-    if not math.isfinite(x):
-        return math.nan
-    if x < 0:
-        raise InvalidArgumentError(f"{name} must be >= 0 (or None for not measured), got {x!r}.")
-    return x
+        return _NAN
+    x = value if type(value) is float else _number(name, value)
+    if x >= 0:
+        return x if x != math.inf else _NAN
+    if x != x or x == -math.inf:
+        return _NAN
+    raise InvalidArgumentError(f"{name} must be >= 0 (or None for not measured), got {x!r}.")

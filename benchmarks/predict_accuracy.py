@@ -1,0 +1,199 @@
+"""Prediction accuracy of the ODE models and the peer laws on the Multi-Power-Law curves.
+
+Prints, in one run:
+
+1. the prefix protocol: every curve of every size, fit on the first k % of its steps
+   (k in 10, 25, 50, 75; the whole schedule known) and predict the rest; the median
+   relative error of the final loss per schedule group and model;
+2. the cross-schedule split per model size (fit jointly on cosine_24000, constant_24000,
+   wsdcon_9; predict the other six curves whole), the mean R², MAE, RMSE, PredE, WorstE
+   over the six, beside the numbers the Multi-Power-Law paper publishes;
+3. the time to fit one 10,000-point curve.
+
+Models: ``ode`` and ``ode_noise`` (this library's fitting engine: soft-L1 on standardised
+log residuals), the peers fitted by the same engine with their own recipe (Huber on raw log
+residuals, delta = 1e-3), and the multi-power law by its authors' early-stopped recipe
+(``fit_multipower_published``) and run to convergence (``fit_multipower_converged``).
+
+Usage: python benchmarks/predict_accuracy.py [--data DIR] [--jobs N] [--quick]
+(--quick: the 400M curves only, k in 25 and 50). Runs in parallel over curves; set
+OPENBLAS_NUM_THREADS yourself to override the one BLAS thread per worker used here.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from lossrate import RunMeta, Schedule, Trajectory  # noqa: E402
+from lossrate._model import RunData  # noqa: E402
+from lossrate.baselines import fit_multipower_converged, fit_multipower_published  # noqa: E402
+from lossrate.evaluate import EvalRow, EvalTable, evaluate  # noqa: E402
+from lossrate.fit import fit, get_model  # noqa: E402
+from lossrate.readers.mpl import MPL_FIT, MPL_PREDICT, MPL_SIZES, load_mpl  # noqa: E402
+
+PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
+PEERS = ("power_steps", "power_S", "exponential", "momentum", "multipower")
+#: the published cross-schedule test metrics (mpl/README.md): R2, MAE, RMSE, PredE, WorstE
+PUBLISHED = {
+    "25M": (0.9988, 0.00376, 0.00465, 0.00110, 0.00409),
+    "100M": (0.9983, 0.00435, 0.00592, 0.00142, 0.00583),
+    "400M": (0.9978, 0.00484, 0.00730, 0.00168, 0.00995),
+}
+
+
+def models() -> list[Any]:
+    out: list[Any] = ["ode", "ode_noise"]
+    out += [(p, p, PEER_RECIPE) for p in PEERS]
+    out += [
+        ("mpl_published", fit_multipower_published),
+        ("mpl_converged", fit_multipower_converged),
+    ]
+    return out
+
+
+def _prefix_one(task: tuple[str | None, str, str, tuple[float, ...]]) -> list[EvalRow]:
+    root, size, name, ks = task
+    runs = {f"{size}/{name}": load_mpl(root, size, name)}
+    return list(evaluate(runs, models(), protocol="prefix", fractions=ks).rows)
+
+
+def _cross_one(task: tuple[str | None, str]) -> list[EvalRow]:
+    root, size = task
+    runs = {f"{size}/{n}": load_mpl(root, size, n) for n in MPL_FIT + MPL_PREDICT}
+    train = [f"{size}/{n}" for n in MPL_FIT]
+    return list(evaluate(runs, models(), protocol="cross", train=train).rows)
+
+
+def prefix_table(rows: list[EvalRow], ks: tuple[float, ...]) -> str:
+    tab = EvalTable(tuple(rows))
+    summ = tab.summary(by=("model", "group", "k"))
+    groups = sorted({r.group for r in rows})
+    labels = list(dict.fromkeys(r.model for r in rows))
+    lines = []
+    for k in ks:
+        lines.append(
+            f"\nprefix k = {round(100 * k)} %: median final-loss relative error (%), "
+            "fits that failed in brackets"
+        )
+        head = f"{'model':<16}" + "".join(f"{g:>11}" for g in groups) + f"{'all':>11}"
+        lines.append(head)
+        for m in labels:
+            cells = []
+            for g in groups:
+                d = next(
+                    (d for d in summ if d["model"] == m and d["group"] == g and d["k"] == k), None
+                )
+                cells.append(_cell(d))
+            allrows = [r for r in rows if r.model == m and r.k == k]
+            vals = np.array([r.final_rel_err for r in allrows])
+            med = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
+            fails = sum(not r.fit_ok for r in allrows)
+            cells.append(_fmt_pct(med, fails))
+            lines.append(f"{m:<16}" + "".join(f"{c:>11}" for c in cells))
+    return "\n".join(lines)
+
+
+def _fmt_pct(v: float, fails: int) -> str:
+    s = "nan" if not np.isfinite(v) else f"{100 * v:.2f}"
+    return s + (f" ({fails})" if fails else "")
+
+
+def _cell(d: dict[str, Any] | None) -> str:
+    return "-" if d is None else _fmt_pct(d["final_rel_err"], d["failed"])
+
+
+def cross_table(rows: list[EvalRow]) -> str:
+    tab = EvalTable(tuple(rows))
+    lines = [
+        "\ncross-schedule split (fit on "
+        + ", ".join(MPL_FIT)
+        + "; mean over the 6 predicted curves)"
+    ]
+    lines.append(
+        f"{'size':<6}{'model':<16}{'R2':>9}{'MAE':>10}{'RMSE':>10}{'PredE':>10}{'WorstE':>10}{'final':>9}{'cover':>8}"
+    )
+    for size in MPL_SIZES:
+        sub = EvalTable(tuple(r for r in rows if r.run.startswith(size + "/")))
+        if not sub.rows:
+            continue
+        for d in sub.summary(by=("model",), stat="mean"):
+            lines.append(
+                f"{size:<6}{d['model']:<16}{d['r2']:>9.4f}{d['mae']:>10.5f}{d['rmse']:>10.5f}"
+                f"{d['pred_e']:>10.5f}{d['worst_e']:>10.5f}{100 * d['final_rel_err']:>8.2f}%"
+                f"{d['coverage']:>8.2f}"
+            )
+        p = PUBLISHED[size]
+        lines.append(
+            f"{size:<6}{'MPL (paper)':<16}{p[0]:>9.4f}{p[1]:>10.5f}{p[2]:>10.5f}{p[3]:>10.5f}{p[4]:>10.5f}"
+        )
+    del tab
+    return "\n".join(lines)
+
+
+def timing() -> str:
+    """Fit time of one 10,000-point synthetic curve (gradient flow, CE closure, 1 % noise)."""
+    n = 10_000
+    sch = Schedule.cosine(0.1, n + 1, final=0.01, warmup=100)
+    steps = np.arange(1, n + 1)
+    meta = RunMeta(loss="ce", classes=10, name="synthetic")
+    base = Trajectory.from_arrays(np.linspace(3.0, 1.0, n), step=steps, lr=sch.lr[steps], meta=meta)
+    truth = {"rho_ref": 0.8, "S0": 20.0, "beta": 0.7, "L_inf": 0.2, "L0": 2.3}
+    clean = get_model("ode").curve(truth, RunData(base, sch), steps)
+    noisy = clean * np.exp(np.random.default_rng(0).normal(0.0, 0.01, n))
+    traj = base.replace(loss=noisy)
+    lines = ["\ntime to fit one 10,000-point curve (median of 3; bootstrap=0 / bootstrap=200)"]
+    for name, opts in (("ode", {}), ("ode_noise", {}), ("momentum", PEER_RECIPE)):
+        fit(traj.prefix(0.05), name, schedule=sch, bootstrap=0, **opts)  # warm caches/imports
+        t_fit, t_boot = [], []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fit(traj, name, schedule=sch, bootstrap=0, **opts)
+            t_fit.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        fit(traj, name, schedule=sch, bootstrap=200, **opts)
+        t_boot.append(time.perf_counter() - t0)
+        lines.append(
+            f"  {name:<10} fit {np.median(t_fit):6.2f} s   fit + bootstrap {t_boot[0]:6.2f} s"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--data", default=None, help="the mpl data folder (default: found beside the repo)"
+    )
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--quick", action="store_true", help="400M only, k in 25 and 50")
+    ap.add_argument("--csv", default=None, help="also write every row to this CSV file")
+    args = ap.parse_args()
+    sizes = ("400M",) if args.quick else MPL_SIZES
+    ks = (0.25, 0.5) if args.quick else (0.1, 0.25, 0.5, 0.75)
+    t0 = time.perf_counter()
+    tasks = [(args.data, s, n, ks) for s in sizes for n in MPL_FIT + MPL_PREDICT]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+        prefix_rows = [r for rows in ex.map(_prefix_one, tasks) for r in rows]
+        cross_rows = [
+            r for rows in ex.map(_cross_one, [(args.data, s) for s in sizes]) for r in rows
+        ]
+    print(f"Multi-Power-Law curves: {len(tasks)} curves, sizes {', '.join(sizes)}")
+    print(prefix_table(prefix_rows, ks))
+    print(cross_table(cross_rows))
+    print(timing())
+    if args.csv:
+        EvalTable(tuple(prefix_rows + cross_rows)).to_csv(args.csv)
+    print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -144,13 +144,18 @@ def _params(model_or_params: Any) -> list[torch.Tensor]:
     return params
 
 
-@torch.no_grad()
 def preconditioned_grads(
     optimizer: torch.optim.Optimizer,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]]:
+    """(param, grad, diag P) for every parameter of ``optimizer`` that has a gradient, with P
+    scaled by lr_group / lr_0 (see the module docstring)."""
+    with torch.no_grad():
+        return list(_preconditioned(_unwrap(optimizer)))
+
+
+def _preconditioned(
+    optimizer: torch.optim.Optimizer,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]]:
-    """Yield (param, grad, diag P) for every parameter of ``optimizer`` that has a gradient,
-    with P scaled by lr_group / lr_0 (see the module docstring)."""
-    optimizer = _unwrap(optimizer)
     rule = _rule_for(optimizer)
     lr0 = float(optimizer.param_groups[0]["lr"])
     for group in optimizer.param_groups:
@@ -173,7 +178,6 @@ def preconditioned_grads(
             yield p, g, P * scale if scale != 1.0 else P
 
 
-@torch.no_grad()
 def gradient_metrics(
     model_or_params: nn.Module | Iterable[torch.Tensor],
     optimizer: torch.optim.Optimizer | None = None,
@@ -194,25 +198,26 @@ def gradient_metrics(
             "no parameter has a gradient; call gradient_metrics after loss.backward() and "
             "before optimizer.zero_grad()."
         )
-    grad_sq_t = _sq_norm(grads)
-    grad_sq = float(grad_sq_t)
-    if optimizer is None:
-        return GradStats(grad_sq, math.nan)
-    multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: the gradients, by c
-    parts: list[torch.Tensor] = []  # g^T P g of parameters with a diagonal P
-    for _, g, P in preconditioned_grads(optimizer):
-        if isinstance(P, torch.Tensor):
-            g32 = g.float() if g.dtype in _HALF else g
-            parts.append(torch.dot((g32 * g32).reshape(-1), P.reshape(-1).to(g32.dtype)))
-        else:
-            multiples.setdefault(float(P), []).append(g)
-    pgrad = 0.0
-    for c, gs in multiples.items():
-        same = len(gs) == len(grads) and all(a is b for a, b in zip(gs, grads))
-        pgrad += c * (grad_sq if same else float(_sq_norm(gs)))
-    if parts:
-        device = grad_sq_t.device
-        pgrad += float(torch.stack([t.to(device, torch.float64) for t in parts]).sum())
+    with torch.no_grad():
+        grad_sq_t = _sq_norm(grads)
+        grad_sq = float(grad_sq_t)
+        if optimizer is None:
+            return GradStats(grad_sq, math.nan)
+        multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: the gradients, by c
+        parts: list[torch.Tensor] = []  # g^T P g of parameters with a diagonal P
+        for _, g, P in _preconditioned(_unwrap(optimizer)):
+            if isinstance(P, torch.Tensor):
+                g32 = g.float() if g.dtype in _HALF else g
+                parts.append(torch.dot((g32 * g32).reshape(-1), P.reshape(-1).to(g32.dtype)))
+            else:
+                multiples.setdefault(float(P), []).append(g)
+        pgrad = 0.0
+        for c, gs in multiples.items():
+            same = len(gs) == len(grads) and all(a is b for a, b in zip(gs, grads))
+            pgrad += c * (grad_sq if same else float(_sq_norm(gs)))
+        if parts:
+            device = grad_sq_t.device
+            pgrad += float(torch.stack([t.to(device, torch.float64) for t in parts]).sum())
     return GradStats(grad_sq, pgrad)
 
 

@@ -144,7 +144,8 @@ class InstrumentedLoss(nn.Module):
         ignore_index: CE only: target value whose positions are left out (as in torch);
             None (default) means every target is a class index.
         distributed: "auto" (all-reduce the statistics when torch.distributed is initialised
-            with more than one rank), or False (statistics of the local batch only).
+            with more than one rank: then every rank must make the same calls), or False
+            (statistics of the local batch only, e.g. for a loss evaluated on one rank).
 
     Raises:
         InvalidArgumentError: unknown loss name, a reducing ``loss_fn``, a weighted torch loss

@@ -286,3 +286,13 @@ def test_combine_equals_the_concatenated_batch(gen):
         assert getattr(combined, field) == pytest.approx(getattr(whole, field), rel=1e-6)
     with pytest.raises(InvalidArgumentError, match="at least one"):
         BatchStats.combine([])
+
+
+def test_a_per_sample_callable_that_already_averages_over_outputs(gen):
+    """R uses the outputs per sample C of the outputs, whatever shape loss_fn returns."""
+    z, y = torch.randn(10, 4, generator=gen), torch.randn(10, 4, generator=gen)
+    crit = InstrumentedLoss("mse", loss_fn=lambda z, y: ((z - y) ** 2).mean(1))
+    crit(z, y)
+    ref = InstrumentedLoss("mse")
+    ref(z, y)
+    assert crit.last.residual_sq == pytest.approx(ref.last.residual_sq, rel=1e-6)

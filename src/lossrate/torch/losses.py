@@ -342,7 +342,7 @@ class InstrumentedLoss(nn.Module):
 
     def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         per = self._per_sample(z, y)
-        C = per[0].numel() if per.dim() > 1 else 1
+        C = z[0].numel() if z.dim() > 1 else 1  # outputs per sample
         if per.dim() > 1:
             per = per.flatten(1).mean(1)
         loss = per.sum() / per.shape[0]

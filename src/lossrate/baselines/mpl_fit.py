@@ -272,7 +272,7 @@ def fit_multipower_published(
         max_steps, lr_fast, lr_slow, patience, grad_tol: the AdamW stage.
 
     Returns:
-        FitResult with point estimates; ``extra`` holds the grid start, steps and timing.
+        FitResult with point estimates; ``extra`` holds the AdamW start, the grid's objective, steps and seconds.
     """
     delta = check_positive("delta", delta)
     if int(max_steps) != max_steps or max_steps < 1:
@@ -298,7 +298,7 @@ def fit_multipower_published(
         ],
         extra={
             "start": dict(zip(PARAM_NAMES, map(float, theta0))),
-            "start_objective": f4,
+            "grid_objective": f4,  # of the simplified law at the start
             "adamw_steps": steps,
             "seconds": seconds,
         },

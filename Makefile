@@ -29,11 +29,15 @@ data:
 demo: $(STAMP)
 	$(BIN)/lossrate demo
 
+# One BLAS/OpenMP thread per process: the suite starts worker processes (DDP, kill-and-resume),
+# and oversubscribed BLAS threads made scipy fits 10-30x slower on a busy 2-core machine.
+THREADS := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(THREADS) $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(THREADS) $(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -256,12 +256,15 @@ def _adam(
     beta2 = float(group["betas"][1])
     g = _effective_grad(group, p, g, decoupled=bool(group.get("decoupled_weight_decay", False)))
     v = state.get("exp_avg_sq")
-    v = (g * g) * (1.0 - beta2) if v is None else torch.addcmul(v * beta2, g, g, value=1.0 - beta2)
-    vmax = state.get("max_exp_avg_sq") if group.get("amsgrad", False) else None
-    if vmax is not None:
-        v = torch.maximum(vmax, v)
     bc2 = 1.0 - beta2 ** _step_after(state)
-    return (v.sqrt_() / math.sqrt(bc2)).add_(float(group["eps"])).reciprocal_()
+    vmax = state.get("max_exp_avg_sq") if group.get("amsgrad", False) else None
+    if v is None or beta2 == 0.0:
+        w, scale = (g * g), (1.0 - beta2) / bc2  # v = (1 - beta2) g^2
+    elif vmax is None:  # v = beta2 (v_prev + (1 - beta2)/beta2 g^2): one pass, one buffer
+        w, scale = torch.addcmul(v, g, g, value=(1.0 - beta2) / beta2), beta2 / bc2
+    else:
+        w, scale = torch.maximum(vmax, torch.addcmul(v * beta2, g, g, value=1.0 - beta2)), 1 / bc2
+    return w.sqrt_().mul_(math.sqrt(scale)).add_(float(group["eps"])).reciprocal_()
 
 
 def _rmsprop(

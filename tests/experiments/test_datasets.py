@@ -209,8 +209,9 @@ def test_agnews_fixture_and_balanced_subset(tmp_path: Path) -> None:
     d = load_agnews(folder)
     assert len(d.x_train) == 20 and d.y_train.bincount().tolist() == [5] * 4
     assert d.x_train[0] == 'Title 1-0 of train. Some "quoted" description, with a comma band 0.'
-    small = load_agnews(folder, n_train=8, n_test=4)
+    small = subsample(d, 8, 4)
     assert small.y_train.bincount().tolist() == [2] * 4 and len(small.x_test) == 4
+    assert all(isinstance(t, str) for t in small.x_train)
 
 
 def test_agnews_bad_rows(tmp_path: Path) -> None:

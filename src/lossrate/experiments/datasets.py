@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
 import torch
 
 from .._errors import DataError, InvalidArgumentError
@@ -466,8 +465,9 @@ def _agnews_csv(path: Path) -> tuple[list[str], np.ndarray]:
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-def load_agnews(path: str | Path, *, n_train: int = 0, n_test: int = 0, seed: int = 0) -> Dataset:
-    """AG News from a folder with ``train.csv``/``test.csv``; optional class-balanced subsets."""
+def load_agnews(path: str | Path) -> Dataset:
+    """AG News from a folder with ``train.csv``/``test.csv`` (class 1-4, title, description);
+    the text of a row is "title. description"."""
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(
@@ -476,16 +476,8 @@ def load_agnews(path: str | Path, *, n_train: int = 0, n_test: int = 0, seed: in
         )
     tr_texts, ytr = _agnews_csv(folder / "train.csv")
     te_texts, yte = _agnews_csv(folder / "test.csv")
-    tr = _subset(ytr, n_train, seed, "data.n_train")
-    te = _subset(yte, n_test, seed, "data.n_test")
-    info = DatasetInfo("agnews", len(AGNEWS_CLASSES), (), tr.size, te.size, str(folder))
-    return Dataset(
-        tuple(tr_texts[i] for i in tr),
-        _labels_tensor(ytr[tr]),
-        tuple(te_texts[i] for i in te),
-        _labels_tensor(yte[te]),
-        info,
-    )
+    info = DatasetInfo("agnews", len(AGNEWS_CLASSES), (), len(tr_texts), len(te_texts), str(folder))
+    return Dataset(tuple(tr_texts), _labels_tensor(ytr), tuple(te_texts), _labels_tensor(yte), info)
 
 
 def subsample(data: Dataset, n_train: int = 0, n_test: int = 0, *, seed: int = 0) -> Dataset:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,7 +68,6 @@ def load_data(
     embedded (frozen) or tokenised (finetune). Tensors stay on the CPU."""
     d = cfg.data
     root = d.root or None
-    text = d.name in ("wordnet", "agnews")
     if d.name == "mnist5k":
         data = load_mnist5k(path=root, seed=d.seed)
     elif d.name == "fashion_mnist":
@@ -84,12 +84,12 @@ def load_data(
             seed=d.seed,
         )
     elif d.name == "agnews":
-        data = load_agnews(d.root, n_train=d.n_train, n_test=d.n_test, seed=d.seed)
+        data = load_agnews(d.root)
     else:
         data = teacher_student(d.teacher)
     if d.binary:
         data = binary_subset(data, d.binary)
-    if not text and d.name != "teacher_student":
+    if d.name not in ("wordnet", "teacher_student"):  # those two choose their sizes themselves
         data = subsample(data, d.n_train, d.n_test, seed=d.seed)
     if cfg.model.kind != "minilm":
         return data
@@ -152,25 +152,25 @@ def _truncate_rows(path: Path, before_step: int) -> None:
         atomic_write(path, lambda f: f.writelines(head + rows))
 
 
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"train": {"steps": 3}} -> {"train.steps": 3}."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
     saved_path = run_dir / CONFIG_NAME
     if not saved_path.is_file():
         raise InvalidArgumentError(
             f"cannot resume: {str(run_dir)!r} holds no {CONFIG_NAME}; it is not a run folder of lossrate."
         )
-    saved = load_config(saved_path).to_dict()
-    now = cfg.to_dict()
-    diff = [
-        f"{table}.{key}: {saved[table][key]!r} -> {now[table][key]!r}"
-        for table in now
-        if isinstance(now[table], dict)
-        for key in now[table]
-        if saved[table][key] != now[table][key]
-    ] + [
-        f"{k}: {saved[k]!r} -> {now[k]!r}"
-        for k in now
-        if not isinstance(now[k], dict) and saved[k] != now[k]
-    ]
+    saved, now = _flatten(load_config(saved_path).to_dict()), _flatten(cfg.to_dict())
+    diff = [f"{key}: {saved[key]!r} -> {now[key]!r}" for key in now if saved[key] != now[key]]
     if diff:
         raise InvalidArgumentError(
             f"cannot resume {str(run_dir)!r} with a different config ({'; '.join(diff)}); "

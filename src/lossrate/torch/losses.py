@@ -127,6 +127,17 @@ class BatchStats:
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class _Latest:
+    """The wrapper's per-call state, kept off nn.Module (whose __setattr__ is slow)."""
+
+    __slots__ = ("calls", "pending", "stats")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.pending: Callable[[], BatchStats] | None = None  # computes the stats when read
+        self.stats: BatchStats | None = None
+
+
 class InstrumentedLoss(nn.Module):
     """A mean loss for ``backward()`` that also records :class:`BatchStats` in ``.last``.
 
@@ -204,10 +215,7 @@ class InstrumentedLoss(nn.Module):
         self.ignore_index: int | None = ignore_index
         self.loss_fn = loss_fn
         self.distributed = distributed
-        #: number of forward calls so far (callbacks use it to tell fresh statistics from stale)
-        self.calls = 0
-        self._pending: Callable[[], BatchStats] | None = None
-        self._last: BatchStats | None = None
+        self._latest = _Latest()
 
     def extra_repr(self) -> str:
         extra = f", label_smoothing={self.label_smoothing}" if self.label_smoothing else ""
@@ -217,10 +225,15 @@ class InstrumentedLoss(nn.Module):
     @property
     def last(self) -> BatchStats | None:
         """Statistics of the most recent call (None before the first call)."""
-        if self._last is None and self._pending is not None:
-            self._last = self._pending()
-            self._pending = None
-        return self._last
+        latest = self._latest
+        if latest.stats is None and latest.pending is not None:
+            latest.stats, latest.pending = latest.pending(), None
+        return latest.stats
+
+    @property
+    def calls(self) -> int:
+        """Number of forward calls so far (callbacks use it to tell fresh statistics from stale)."""
+        return self._latest.calls
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean loss over the batch (a scalar with the usual graph); records ``.last``."""
@@ -233,8 +246,9 @@ class InstrumentedLoss(nn.Module):
             raise InvalidArgumentError(
                 f"outputs must be a tensor with a batch dimension (n, ...), got {got}."
             )
-        self.calls += 1
-        self._last = None
+        latest = self._latest
+        latest.calls += 1
+        latest.stats = latest.pending = None
         if self.kind == "ce":
             return self._ce(outputs, targets)
         return self._elementwise(outputs, targets)
@@ -264,7 +278,7 @@ class InstrumentedLoss(nn.Module):
                 work.wait()
                 return BatchStats.from_sums(*sums.tolist(), ce=ce)
 
-            self._pending = reduced
+            self._latest.pending = reduced
             return
         n = ld.shape[0]
         dev = ld - mean  # two-pass variance: no cancellation in float32
@@ -279,7 +293,7 @@ class InstrumentedLoss(nn.Module):
                 alpha = float(res) / den if den > 0 else math.nan
             return BatchStats(float(mean), math.sqrt(float(ss) / n), float(res) / n, alpha, n)
 
-        self._pending = local
+        self._latest.pending = local
 
     def _per_sample(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.loss_fn is None:
@@ -303,13 +317,13 @@ class InstrumentedLoss(nn.Module):
         else:
             loss = per.sum() / per.numel()  # = per.mean(), cheaper on CPU
         with torch.no_grad():
-            zd = z.detach()
+            zd = z  # no_grad: nothing below is recorded, no detach needed
             if zd.dtype in (torch.float16, torch.bfloat16):
                 zd = zd.float()
             if z.dim() > 2:  # (N, C, d1, ...) -> (N d1 ..., C)
                 zd = zd.movedim(1, -1).reshape(-1, C)
                 y = y.movedim(1, -1).reshape(-1, C) if soft else y.reshape(-1)
-            ld = per.detach().reshape(-1)
+            ld = per.reshape(-1)
             if keep is not None:
                 zd, y, ld = zd[keep], y[keep], ld[keep]
             mean = loss.detach()
@@ -347,16 +361,14 @@ class InstrumentedLoss(nn.Module):
             per = per.flatten(1).mean(1)
         loss = per.sum() / per.shape[0]
         with torch.no_grad():
-            ld = per.detach()
             if self.kind == "mse":  # ||r_i||^2 = (4/C^2) ||z_i - y_i||^2 = (4/C) l_i
-                res = ld.sum() * (4.0 / C)
+                res = per.sum() * (4.0 / C)
             elif self.kind == "mae":  # ||r_i||^2 = #{c: z_ic != y_ic} / C^2
-                res = (z.detach() != y).sum() / C**2
+                res = (z != y).sum() / C**2
             else:  # bce: r = (sigmoid(z) - y) / C, written stably for hard labels
-                zd = z.detach()
-                d = ((1 - y) * torch.sigmoid(zd) - y * torch.sigmoid(-zd)).reshape(-1)
+                d = ((1 - y) * torch.sigmoid(z) - y * torch.sigmoid(-z)).reshape(-1)
                 res = d.dot(d) / C**2
-            self._record(ld, loss.detach(), res, None)
+            self._record(per, loss.detach(), res, None)
         return loss
 
 

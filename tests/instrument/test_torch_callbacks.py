@@ -64,6 +64,21 @@ def _assert_same(got: Trajectory, ref: Trajectory):
         np.testing.assert_allclose(getattr(got, name), getattr(ref, name), rtol=1e-6, err_msg=name)
 
 
+def test_resuming_callbacks_continue_at_the_trainers_step(tmp_path):
+    """A trainer resumed from a checkpoint at step 4 re-runs steps 4, 5, ...: the rows the
+    killed run logged after its checkpoint are dropped."""
+    from lossrate.torch.callbacks import _StepLog
+
+    _reference(tmp_path)  # 4 rows: steps 0..3
+    log = _StepLog(
+        tmp_path, None, criterion=None, gradients=True, flush_every=50, resume=True, energy=None
+    )
+    log.open(rank=0, step=2)
+    assert log.recorder.last_step == 1
+    log.close()
+    assert Trajectory.read(tmp_path / "trajectory.csv").n == 2
+
+
 # ----------------------------------------------------------------------------- Lightning
 pl = pytest.importorskip("pytorch_lightning")
 

@@ -16,6 +16,9 @@ accumulation the micro-batches of a step are combined (:meth:`BatchStats.combine
   expects. It does not shift labels: for causal language models write your own
   ``compute_loss_func`` around an ``InstrumentedLoss`` and pass it as ``criterion``.
 
+With ``resume=True`` the file continues at the step the trainer resumes from (its checkpoint's
+``global_step``); rows of later steps, logged after that checkpoint was saved, are dropped.
+
 The classes are created on first access, so importing this module needs neither package;
 a missing one raises an ImportError that names the extra to install. Test loss is not
 recorded by the callbacks (NaN).
@@ -67,13 +70,16 @@ class _StepLog:
         self._batches: list[BatchStats] = []
         self._pre: tuple[int, float, GradStats | None] | None = None
 
-    def open(self, rank: int) -> None:
+    def open(self, rank: int, step: int) -> None:
+        """Start recording at optimizer step ``step`` (on resume: the checkpoint's step, whose
+        later rows are dropped)."""
         if self.recorder is None:
             self.recorder = Recorder(
                 self.run_dir,
                 self.meta,
                 flush_every=self.flush_every,
                 resume=self.resume,
+                resume_step=step if self.resume else None,
                 energy=self.energy,
                 rank=rank,
             )
@@ -164,7 +170,7 @@ def _lightning_class() -> type:
                         "pass the training one as LightningCallback(..., criterion=...)."
                     )
                 self.log_.criterion = found[0]
-            self.log_.open(trainer.global_rank)
+            self.log_.open(trainer.global_rank, trainer.global_step)
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             self.log_.before_step(trainer.global_step, pl_module, optimizer)
@@ -258,7 +264,7 @@ def _hf_class() -> type:
             return loss * (n_local / num_items_in_batch)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.log_.open(int(args.process_index))
+            self.log_.open(int(args.process_index), state.global_step)
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.log_.before_step(state.global_step, kwargs["model"], kwargs["optimizer"])

@@ -199,6 +199,9 @@ def test_fit_many_shares_parameters_and_names_per_run_ones() -> None:
         predict(res, np.arange(1, 201), run=runs["r0"])
     with pytest.raises(InvalidArgumentError, match="run="):
         predict(res, np.arange(1, 201))
+    pinned = fit_many(runs, PowerInS(), fix={"L_inf": 0.8, "L_inf[r1]": 0.9}, bootstrap=0)
+    assert (pinned.theta("r0")["L_inf"], pinned.theta("r1")["L_inf"]) == (0.8, 0.9)
+    assert set(pinned.params) == {"A", "a"}
 
 
 def test_shared_fit_predicts_a_new_run() -> None:

@@ -533,7 +533,7 @@ def _fit(
     success, message, extra_notes = _judge(best, pm, z_hat)
     notes.extend(extra_notes)
 
-    cov_z = _covariance(best, prob, n, k, rho1)
+    cov_z = _covariance(best)
     notes.extend(_identifiability_notes(cov_z, pm.free_names))
     values = pm.values(z_hat)
     draws, b_note = _bootstrap(
@@ -662,12 +662,12 @@ def _judge(res: Any, pm: ParamMap, z: np.ndarray) -> tuple[bool, str, list[str]]
     return True, f"converged ({res.message.rstrip('.')})", notes
 
 
-def _covariance(res: Any, prob: _Problem, n: int, k: int, rho1: float) -> np.ndarray | None:
+def _covariance(res: Any) -> np.ndarray | None:
+    """(J^T J)^+ at the optimum: the Gauss–Newton covariance up to a scale (only its
+    correlations are used, for the identifiability notes)."""
     J = np.asarray(res.jac, dtype=float)
     if not np.all(np.isfinite(J)):
         return None
-    dof = max(n - k, 1)
-    s2 = float(np.sum(res.fun[:n] ** 2)) / dof
     try:
         _, sv, vt = np.linalg.svd(J, full_matrices=False)
     except np.linalg.LinAlgError:
@@ -678,10 +678,7 @@ def _covariance(res: Any, prob: _Problem, n: int, k: int, rho1: float) -> np.nda
     inv = (vt[keep].T / sv[keep] ** 2) @ vt[keep]
     if not keep.all():
         inv += np.diag(np.where(np.abs(np.diag(inv)) > 0, 0, 1e6))
-    cov = s2 * inv
-    if rho1 > 0:
-        cov *= (1 + rho1) / (1 - min(rho1, 0.95))
-    return cov
+    return inv
 
 
 def _identifiability_notes(cov: np.ndarray | None, names: list[str]) -> list[str]:

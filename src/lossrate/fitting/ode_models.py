@@ -55,6 +55,7 @@ __all__ = ["ODE", "ODENoise"]
 
 CLOSURES = ("auto", "ce", "mse", "power")
 _CE_ALPHA = 1.5
+_EQ_SHARE = 0.4  # ode_noise guess: the noise equilibrium holds this share of the lowest excess
 
 
 # ------------------------------------------------------------------ helpers
@@ -357,12 +358,11 @@ class ODENoise(_Base):
         env = _smooth_min(run.traj.loss)
         out = []
         for th in self._common_guesses(run):
-            for share in (0.2, 0.6):
-                g = dict(th)
-                g["x_eq"] = max(share * (env - th["L_inf"]), 1e-5)
-                if self._fits_q(run):
-                    g["q"] = self.q_default
-                out.append(g)
+            g = dict(th)
+            g["x_eq"] = max(_EQ_SHARE * (env - th["L_inf"]), 1e-5)
+            if self._fits_q(run):
+                g["q"] = self.q_default
+            out.append(g)
         return out
 
     def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:

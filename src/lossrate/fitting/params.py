@@ -135,20 +135,14 @@ class ParamMap:
                 raise InvalidArgumentError(f"fix[{key!r}] must be finite, got {value!r}.")
             if run_name is None:
                 for d in fixed_run:
-                    d.setdefault(base, v)
-                self.fixed[key] = v
+                    d.setdefault(base, v)  # a per-run fix of the same parameter wins
             else:
                 if run_name not in self.names:
                     raise InvalidArgumentError(
                         f"fix names run {run_name!r} in {key!r}; the runs are {list(self.names)}."
                     )
                 fixed_run[self.names.index(run_name)][base] = v
-                self.fixed[key] = v
-        # per-run overrides win over a plain fix
-        for key, v in fix.items():
-            base, run_name = _split(key)
-            if run_name is not None:
-                fixed_run[self.names.index(run_name)][base] = float(v)
+            self.fixed[key] = v
         self.free: list[FreeParam] = []
         self.laws: dict[str, tuple[str, float]] = {}
         # rules[r][p] = ("fixed", v) | ("free", j) | ("law", j_a, j_b, logx)

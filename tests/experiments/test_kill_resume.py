@@ -199,14 +199,6 @@ def test_sigkill_at_checkpoints_and_random_steps_then_resume_equals_uninterrupte
     finish_and_compare(config, run_dir, whole, whole_dir, tmp_path / "final.log")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "resume after a kill before the first checkpoint: runner.run_experiment keeps the "
-        "trajectory header (_truncate_rows(path, 0)) but train() then opens the Recorder with "
-        "resume=False (train.py, resume=ck is not None), which refuses the existing file"
-    ),
-)
 def test_sigkill_before_the_first_checkpoint_then_resume_equals_uninterrupted_run(
     setup: tuple[Path, Trajectory, Path], tmp_path: Path
 ) -> None:

@@ -193,7 +193,7 @@ def train(
     with (
         closing(meter),
         Recorder(
-            run_dir, meta=meta, flush_every=tc.log_flush_every, resume=ck is not None
+            run_dir, meta=meta, flush_every=tc.log_flush_every, resume=True
         ) as recorder,
         tqdm(total=end, initial=start, desc=cfg.name, disable=not progress, unit="step") as bar,
     ):

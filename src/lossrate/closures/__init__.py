@@ -14,6 +14,7 @@ from .cross_entropy import CrossEntropy
 from .mae import MAE
 from .mse import MSE
 from .power import PowerFloor
+from .shifted import Shifted
 from .smoothed_ce import SmoothedCE, smoothed_entropy
 from .tabulated import Tabulated
 
@@ -28,6 +29,7 @@ __all__ = [
     "D",
     "Dhat",
     "PowerFloor",
+    "Shifted",
     "SmoothedCE",
     "Tabulated",
     "available_closures",

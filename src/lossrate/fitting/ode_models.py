@@ -46,7 +46,7 @@ from scipy.optimize import least_squares
 
 from .._errors import InvalidArgumentError
 from .._model import CurveModel, Param, RunData
-from ..closures import Closure, get_closure
+from ..closures import Closure, Shifted, get_closure
 from ..rates.noise import power_noise_path
 from ..rates.power_law import PowerLaw
 from .registry import register_model
@@ -89,22 +89,6 @@ def _rate(theta: Mapping[str, float], S_ref: float) -> PowerLaw:
 def _edge(y: np.ndarray, head: bool, m: int = 3) -> float:
     part = y[:m] if head else y[-m:]
     return float(np.median(part))
-
-
-class _Shifted:
-    """G, G^{-1} of a floor-less closure applied to x = L - floor."""
-
-    def __init__(self, base: Closure, floor: float) -> None:
-        self.base, self.floor = base, floor
-
-    def g(self, L: np.ndarray) -> np.ndarray:
-        return self.base.g(np.asarray(L) - self.floor)
-
-    def G(self, L: np.ndarray) -> np.ndarray:
-        return self.base.G(np.asarray(L) - self.floor)
-
-    def G_inv(self, y: np.ndarray) -> np.ndarray:
-        return self.floor + self.base.G_inv(y)
 
 
 def _alpha_from_run(run: RunData, classes: int | None) -> tuple[float, str]:
@@ -186,7 +170,7 @@ class _Base(CurveModel):
         scale = self._scale(run)[0]
         if kind == "ce":
             C = self.classes or run.traj.meta.classes or 1000
-            return _Shifted(get_closure("ce", classes=int(C), alpha=scale), theta["L_inf"])
+            return Shifted(get_closure("ce", classes=int(C), alpha=scale), theta["L_inf"])
         if kind == "mse":
             return get_closure("mse", a=scale, floor=theta["L_inf"])
         return get_closure("power", c=scale, k=theta["k"], floor=theta["L_inf"])
@@ -277,6 +261,20 @@ class ODE(_Base):
         rate = _rate(theta, self.S_ref)
         dP = rate.Phi(S) - rate.Phi(Sa)
         return np.asarray(clo.G_inv(clo.G(np.asarray(theta["L0"])) - dP), dtype=float)
+
+    def components(
+        self, theta: Mapping[str, float], run: RunData
+    ) -> tuple[Closure, PowerLaw, float]:
+        """(closure, rate, L0) of the fitted ODE, for :mod:`lossrate.bounds`.
+
+        The rate is in intrinsic time tau counted from the run's first logged step S_a:
+        rho(S_a + tau) = rho(S_a) (1 + tau/(S0 + S_a))^-beta, an F1 power law in tau; L0 is
+        the fitted loss at that step. So floor / time_to_target / energy_to_target apply as is.
+        """
+        Sa = float(intrinsic_time(run, run.traj.step[:1])[0])
+        rate = _rate(theta, self.S_ref)
+        shifted = PowerLaw(float(rate.phi(Sa)), float(theta["S0"]) + Sa, float(theta["beta"]))
+        return self._closure(theta, run), shifted, float(theta["L0"])
 
     def describe(self) -> str:
         return f"ode (gradient flow, closure={self.closure})"

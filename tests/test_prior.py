@@ -53,10 +53,12 @@ def joint(sources):
 
 def test_joint_fit_recovers_shared_parameters_within_intervals(joint):
     # the lr exponent q, the equilibrium x_eq, the closure order k and rho's decay beta are
-    # shared by every run; the truth must lie inside the stated 90 % intervals
+    # shared by every run. Four checks at the 90 % level would fail together about a third of
+    # the time even for a perfect fit, so each uses a Bonferroni-corrected 99.5 % two-sided
+    # band from the stated standard error (family-wise level about 98 %).
     for name in ("q", "x_eq", "k", "beta"):
-        lo, hi = joint.ci[name]
-        assert lo <= TRUTH[name] <= hi, (name, joint.params[name], joint.ci[name])
+        est, se = joint.params[name], joint.stderr[name]
+        assert abs(est - TRUTH[name]) <= 2.81 * se, (name, est, se, joint.ci[name])
     assert joint.ci["q"][1] - joint.ci["q"][0] < 0.5  # q is identified, not just bounded
 
 

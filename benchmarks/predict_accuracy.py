@@ -29,6 +29,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from typing import Any  # noqa: E402
@@ -67,7 +68,9 @@ def models(cross: bool = False) -> list[Any]:
 def _prefix_one(task: tuple[str | None, str, str, tuple[float, ...]]) -> list[EvalRow]:
     root, size, name, ks = task
     runs = {f"{size}/{name}": load_mpl(root, size, name)}
-    return list(evaluate(runs, models(), protocol="prefix", fractions=ks).rows)
+    rows = list(evaluate(runs, models(), protocol="prefix", fractions=ks).rows)
+    print(f"  done {size}/{name}", file=sys.stderr, flush=True)
+    return rows
 
 
 def _cross_one(task: tuple[str | None, str]) -> list[EvalRow]:

@@ -801,6 +801,11 @@ def _bootstrap(
                     break
                 step = 0.5 * step
         how = "linearised: one Gauss–Newton step each, no refits"
+        if len(out) < max(10, reps // 2):
+            return None, (
+                f"no intervals: only {len(out)} of {reps} linearised bootstrap replicates stayed "
+                "near the optimum (a strongly nonlinear fit); refit with bootstrap=200"
+            )
     b_txt = (
         ", ".join(str(b) for b in blocks) if len(blocks) <= 4 else f"{min(blocks)}–{max(blocks)}"
     )

@@ -56,7 +56,9 @@ class FitResult:
 
     def report(self) -> str:
         """A plain-text table of estimates, errors and intervals, then metrics and notes."""
-        lines = [f"{self.model.describe()}  —  {'converged' if self.success else 'FAILED'}: {self.message}"]
+        lines = [
+            f"{self.model.describe()}  —  {'converged' if self.success else 'FAILED'}: {self.message}"
+        ]
         pct = round(100 * self.level)
         lines.append(f"{'parameter':<18}{'estimate':>14}{'stderr':>12}  {pct}% interval")
         for name, value in self.params.items():

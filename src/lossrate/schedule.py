@@ -35,7 +35,9 @@ def _steps(name: str, value: Any, *, minimum: int = 0) -> int:
     try:
         k = int(value)
     except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a whole number of steps, got {value!r}.") from None
+        raise InvalidArgumentError(
+            f"{name} must be a whole number of steps, got {value!r}."
+        ) from None
     if k != value or k < minimum:
         raise InvalidArgumentError(f"{name} must be a whole number >= {minimum}, got {value!r}.")
     return k
@@ -127,8 +129,13 @@ class Schedule:
     ) -> Schedule:
         """Warmup-stable-decay: constant until ``decay_start``, then decay to ``final``."""
         return cls.make(
-            "wsd", peak=peak, n_steps=n_steps, final=final, warmup=warmup,
-            decay_start=decay_start, decay=decay,
+            "wsd",
+            peak=peak,
+            n_steps=n_steps,
+            final=final,
+            warmup=warmup,
+            decay_start=decay_start,
+            decay=decay,
         )
 
     @classmethod
@@ -147,7 +154,9 @@ class Schedule:
     ) -> Schedule:
         """Build a schedule by shape name (see the module docstring)."""
         if shape not in SHAPES:
-            raise InvalidArgumentError(f"shape={shape!r} is not known; choose one of {', '.join(SHAPES)}.")
+            raise InvalidArgumentError(
+                f"shape={shape!r} is not known; choose one of {', '.join(SHAPES)}."
+            )
         peak = check_positive("peak", peak)
         n = _steps("n_steps", n_steps, minimum=1)
         w = _steps("warmup", warmup)
@@ -177,10 +186,14 @@ class Schedule:
                 dec = peak + (final - peak) * u
             elif decay == "geometric":
                 if final <= 0:
-                    raise InvalidArgumentError("decay='geometric' needs final > 0 (lr = peak^(1-u) final^u).")
+                    raise InvalidArgumentError(
+                        "decay='geometric' needs final > 0 (lr = peak^(1-u) final^u)."
+                    )
                 dec = peak ** (1 - u) * final**u
             else:
-                raise InvalidArgumentError(f"decay={decay!r} is not known; choose 'linear' or 'geometric'.")
+                raise InvalidArgumentError(
+                    f"decay={decay!r} is not known; choose 'linear' or 'geometric'."
+                )
             lr = np.where(k < d0, peak, dec)
         elif shape == "step":
             ms = np.asarray([_steps("milestones", m) for m in milestones], dtype=float)

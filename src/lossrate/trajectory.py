@@ -122,7 +122,9 @@ class RunMeta:
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "metadata") -> RunMeta:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
         if not isinstance(data, Mapping):
-            raise DataError(f"{source}: run metadata must be a JSON object, got {type(data).__name__}.")
+            raise DataError(
+                f"{source}: run metadata must be a JSON object, got {type(data).__name__}."
+            )
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -196,7 +198,9 @@ class Trajectory:
         loss = _as_column("loss", self.loss, None)
         n = loss.shape[0]
         if n == 0:
-            raise DataError("the trajectory is empty (0 rows); a curve needs at least one logged step.")
+            raise DataError(
+                "the trajectory is empty (0 rows); a curve needs at least one logged step."
+            )
         step = _as_column("step", self.step, n)
         t = _as_column("t", self.t, n)
         for name, arr in (("step", step), ("t", t), ("loss", loss)):
@@ -221,7 +225,7 @@ class Trajectory:
             if (d <= 0).any():
                 i = int(np.flatnonzero(d <= 0)[0]) + 1
                 raise DataError(
-                     f"column {name!r} must be strictly increasing, but row {i} has {float(arr[i])!r} after "
+                    f"column {name!r} must be strictly increasing, but row {i} has {float(arr[i])!r} after "
                     f"{float(arr[i - 1])!r}; sort the rows and drop duplicated steps "
                     "(Trajectory.from_arrays(..., sort=True) keeps the last duplicate)."
                 )
@@ -272,7 +276,9 @@ class Trajectory:
         loss_a = _as_column("loss", loss, None)
         n = loss_a.shape[0]
         if n == 0:
-            raise DataError("the trajectory is empty (0 rows); a curve needs at least one logged step.")
+            raise DataError(
+                "the trajectory is empty (0 rows); a curve needs at least one logged step."
+            )
         step_a = np.arange(n, dtype=float) if step is None else _as_column("step", step, n)
         cols = {k: _as_column(k, v, n) for k, v in columns.items() if v is not None}
         lr_a = None if lr is None else _as_column("lr", lr, n)
@@ -338,9 +344,13 @@ class Trajectory:
         try:
             f = float(fraction)
         except (TypeError, ValueError):
-            raise InvalidArgumentError(f"fraction must be a number in (0, 1], got {fraction!r}.") from None
+            raise InvalidArgumentError(
+                f"fraction must be a number in (0, 1], got {fraction!r}."
+            ) from None
         if not 0 < f <= 1:
-            raise InvalidArgumentError(f"fraction must lie in (0, 1], got {fraction!r}; e.g. 0.3 for 30 %.")
+            raise InvalidArgumentError(
+                f"fraction must lie in (0, 1], got {fraction!r}; e.g. 0.3 for 30 %."
+            )
         cut = self.step[0] + f * (self.step[-1] - self.step[0])
         return self.select(self.step <= cut + 1e-9)
 
@@ -391,7 +401,9 @@ class Trajectory:
         except DataError as exc:
             raise DataError(f"{str(p)!r}: {exc}") from None
         except TypeError as exc:
-            raise DataError(f"{str(p)!r}: missing required column ({exc}); need step, t, loss.") from None
+            raise DataError(
+                f"{str(p)!r}: missing required column ({exc}); need step, t, loss."
+            ) from None
 
     def _csv_text(self) -> str:
         cols = self.columns()
@@ -490,7 +502,9 @@ def _read_csv(p: Path) -> tuple[RunMeta, dict[str, np.ndarray]]:
         try:
             data[i] = [float(c) for c in cells]
         except ValueError:
-            raise DataError(f"{source!r}: row {i + 1} holds a value that is not a number: {ln[:80]!r}.") from None
+            raise DataError(
+                f"{source!r}: row {i + 1} holds a value that is not a number: {ln[:80]!r}."
+            ) from None
     return meta, {name: data[:, j] for j, name in enumerate(names)}
 
 

@@ -20,8 +20,8 @@ A constant schedule without warmup has S2 = 0 either way.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,6 +32,8 @@ from ._terms import annealing_area, whole_steps
 
 __all__ = ["MomentumLaw"]
 
+_CACHE_SIZE = 512
+
 
 @dataclass(frozen=True)
 class MomentumLaw(CurveModel):
@@ -40,6 +42,9 @@ class MomentumLaw(CurveModel):
     name: ClassVar[str] = "momentum"
     decay: float = 0.999
     include_warmup: bool = True
+    # (S1, S2) by (id(schedule), steps): a fit evaluates the same areas thousands of times.
+    # Each entry holds its schedule, so the id cannot be reused while the entry lives.
+    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.decay < 1.0:
@@ -73,10 +78,21 @@ class MomentumLaw(CurveModel):
         return out
 
     def areas(self, run: RunData, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(S1, S2) at ``steps``."""
-        n = whole_steps(run.schedule, steps)
-        S2 = annealing_area(run.schedule, n, decay=self.decay, include_warmup=self.include_warmup)
-        return run.schedule.S(n), S2
+        """(S1, S2) at ``steps`` (cached per schedule object and steps)."""
+        sched = run.schedule
+        key = (id(sched), np.asarray(steps).tobytes())
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is sched:
+            return hit[1], hit[2]
+        n = whole_steps(sched, steps)
+        S2 = annealing_area(sched, n, decay=self.decay, include_warmup=self.include_warmup)
+        S1 = sched.S(n)
+        S1.setflags(write=False)
+        S2.setflags(write=False)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (sched, S1, S2)
+        return S1, S2
 
     def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
         S1, S2 = self.areas(run, steps)

@@ -192,9 +192,7 @@ def train(
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
     with (
         closing(meter),
-        Recorder(
-            run_dir, meta=meta, flush_every=tc.log_flush_every, resume=True
-        ) as recorder,
+        Recorder(run_dir, meta=meta, flush_every=tc.log_flush_every, resume=True) as recorder,
         tqdm(total=end, initial=start, desc=cfg.name, disable=not progress, unit="step") as bar,
     ):
         for k in range(start, end):

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import least_squares
 from scipy.stats import chi2, norm
 
@@ -48,7 +49,12 @@ _SCREEN = 4  # function evaluations per parameter when screening a start
 _POLISH = 2  # screened starts run to convergence
 _POLISH_NFEV = 40  # their evaluation budget per parameter
 _EXTRA_ROUNDS = 3  # further budgets for a fit still improving when its budget ran out
-_SCREEN_POINTS = 600  # starts are screened on at most this many points
+_SCREEN_POINTS = 600
+_SPARSE_DENSITY = 0.5  # joint fits whose Jacobian has at most this fill use its sparsity
+_DENSE_MAX = 2_000_000  # a grouped Jacobian with more entries stays sparse (LSMR steps)
+_FD_STEP = float(
+    np.sqrt(np.finfo(float).eps)
+)  # relative forward-difference step  # starts are screened on at most this many points
 _BOOT_NFEV = 15  # evaluation budget per parameter of one bootstrap refit
 _BOOT_BUDGET_S = 5.0  # refit bootstrap only when its estimated time is below this
 _LINEAR_DRAWS = 200  # replicates of the linearised bootstrap with bootstrap=0
@@ -236,6 +242,82 @@ class _Problem:
         sub.n = int(sum(sub.sizes))
         return sub
 
+    def _structure(self) -> tuple[list[np.ndarray], list[list[int]]] | None:
+        """For a joint fit whose Jacobian is sparse: the residual rows each free coordinate
+        moves, and a grouping of the coordinates into colours that move disjoint rows.
+        None for a single run or a dense pattern (every parameter shared)."""
+        cached = self.__dict__.get("_struct_for")
+        if cached is not None and cached[0] == tuple(self.sizes):
+            return cached[1]
+        out = None
+        pm = self.pmap
+        k = pm.n_free
+        cols = pm.run_columns()
+        nnz = sum(size * c.size for size, c in zip(self.sizes, cols))
+        if len(pm.runs) > 1 and nnz <= _SPARSE_DENSITY * self.n * k:
+            offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+            runs_of: list[list[int]] = [[] for _ in range(k)]
+            for r, c in enumerate(cols):
+                for j in c:
+                    runs_of[j].append(r)
+            rows = []
+            for j in range(k):
+                parts = [np.arange(offsets[r], offsets[r + 1]) for r in runs_of[j]]
+                parts.append(self.n + np.flatnonzero(self.prior_idx == j))
+                rows.append(np.concatenate(parts).astype(np.int64))
+            # greedy colouring: coordinates that share no run may be perturbed together
+            colours: list[list[int]] = []
+            used: list[set[int]] = []
+            for j in np.argsort([-len(r) for r in runs_of], kind="stable"):
+                mine = set(runs_of[j])
+                for c, taken in zip(colours, used):
+                    if not (mine & taken):
+                        c.append(int(j))
+                        taken |= mine
+                        break
+                else:
+                    colours.append([int(j)])
+                    used.append(set(mine))
+            out = (rows, colours)
+        self.__dict__["_struct_for"] = (tuple(self.sizes), out)
+        return out
+
+    def effective_k(self) -> int:
+        """Coordinates a Jacobian costs evaluations for: the colours of a structured joint
+        fit, else every free coordinate (evaluation budgets scale with it)."""
+        st = self._structure()
+        return self.pmap.n_free if st is None else len(st[1])
+
+    def jacobian(
+        self,
+        z: np.ndarray,
+        targets: Sequence[np.ndarray] | None = None,
+        prior_mu: np.ndarray | None = None,
+    ) -> np.ndarray | sparse.csr_matrix:
+        """Forward-difference Jacobian of :meth:`residuals` that perturbs a colour of
+        coordinates at once (see :meth:`_structure`): about (shared + per-run parameters)
+        residual evaluations instead of one per coordinate. Dense when small (the exact
+        trust-region solver), sparse CSR when large (LSMR)."""
+        rows, colours = self._structure()  # type: ignore[misc]
+        lower, upper = self.pmap.lower, self.pmap.upper
+        f0 = self.residuals(z, targets, prior_mu)
+        h = _FD_STEP * np.maximum(1.0, np.abs(z))
+        h = np.where(z + h > upper, -h, h)  # step inwards at an upper bound
+        data, ri, ci = [], [], []
+        for colour in colours:
+            zz = z.copy()
+            zz[colour] += h[colour]
+            df = self.residuals(zz, targets, prior_mu) - f0
+            for j in colour:
+                data.append(df[rows[j]] / h[j])
+                ri.append(rows[j])
+                ci.append(np.full(rows[j].size, j))
+        shape = (f0.size, z.size)
+        J = sparse.csr_matrix(
+            (np.concatenate(data), (np.concatenate(ri), np.concatenate(ci))), shape=shape
+        )
+        return J.toarray() if shape[0] * shape[1] <= _DENSE_MAX else J
+
     def curves(self, z: np.ndarray) -> list[np.ndarray]:
         """The model at the observed steps (log scale when fitting logs), per run."""
         out = []
@@ -289,8 +371,44 @@ def _least_squares(
         x_scale="jac",
         method="trf",
         max_nfev=max_nfev,
+        jac=prob.jacobian if prob._structure() is not None else "2-point",
         kwargs={"targets": targets, "prior_mu": prior_mu},
     )
+
+
+class _SVD:
+    """Singular values, right vectors and U^T of a Jacobian J = U diag(sv) V^T.
+
+    A small J is decomposed directly. A large sparse one (a structured joint fit) goes
+    through the k x k Gram matrix J^T J = V diag(sv^2) V^T, with U^T r = V^T J^T r / sv: far
+    cheaper than a dense SVD of (points x parameters), and accurate for the singular values
+    above ~1e-7 of the largest that the covariance and the linearised bootstrap use."""
+
+    def __init__(self, J: Any) -> None:
+        self.sparse = sparse.issparse(J)
+        if self.sparse:
+            self.J = J
+            gram = np.asarray((J.T @ J).toarray(), dtype=float)
+            w, v = np.linalg.eigh(gram)
+            order = np.argsort(w)[::-1]
+            self.sv = np.sqrt(np.maximum(w[order], 0.0))
+            self.vt = v[:, order].T
+            self.u = None
+        else:
+            J = np.asarray(J, dtype=float)
+            self.u, self.sv, self.vt = np.linalg.svd(J, full_matrices=False)
+
+    @staticmethod
+    def finite(J: Any) -> bool:
+        return bool(np.all(np.isfinite(J.data if sparse.issparse(J) else np.asarray(J))))
+
+    def ut(self, r: np.ndarray) -> np.ndarray:
+        """U^T r."""
+        if self.u is not None:
+            return self.u.T @ r
+        proj = self.vt @ (self.J.T @ r)
+        ok = self.sv > self.sv[0] * 1e-7 if self.sv.size and self.sv[0] > 0 else self.sv > 0
+        return np.where(ok, proj / np.where(ok, self.sv, 1.0), 0.0)
 
 
 def _starts(prob: _Problem, starts: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -577,7 +695,7 @@ def _multistart(
 ) -> Any:
     """Screen every start briefly, run the best ``_POLISH`` to convergence, and finish the
     winner on all points (screening and polishing use at most ``_SCREEN_POINTS`` points)."""
-    k = prob.pmap.n_free
+    k = prob.effective_k()
     screen = prob.thinned(_SCREEN_POINTS)
 
     def run(p: _Problem, z0: np.ndarray, nfev: int) -> Any:
@@ -665,13 +783,13 @@ def _judge(res: Any, pm: ParamMap, z: np.ndarray) -> tuple[bool, str, list[str]]
 def _covariance(res: Any) -> np.ndarray | None:
     """(J^T J)^+ at the optimum: the Gauss–Newton covariance up to a scale (only its
     correlations are used, for the identifiability notes)."""
-    J = np.asarray(res.jac, dtype=float)
-    if not np.all(np.isfinite(J)):
+    if not _SVD.finite(res.jac):
         return None
     try:
-        _, sv, vt = np.linalg.svd(J, full_matrices=False)
+        dec = _SVD(res.jac)
     except np.linalg.LinAlgError:
         return None
+    sv, vt = dec.sv, dec.vt
     if sv.size == 0 or sv[0] == 0:
         return None
     keep = sv > sv[0] * 1e-10
@@ -744,7 +862,8 @@ def _bootstrap(
         t0 = time.perf_counter()
         prob.residuals(z_hat)
         t_eval = time.perf_counter() - t0
-        refit = reps * _BOOT_NFEV * (k + 1) * t_eval <= _BOOT_BUDGET_S
+        k_eff = prob.effective_k()
+        refit = reps * _BOOT_NFEV * (k_eff + 1) * t_eval <= _BOOT_BUDGET_S
     draws_e = [[resample_blocks(e, b, rng) for e, b in zip(centred, blocks)] for _ in range(reps)]
     mus = [
         prob.prior_mu + rng.normal(0.0, 1.0, prob.prior_mu.size) * prob.prior_sd
@@ -764,7 +883,7 @@ def _bootstrap(
                     f_scale,
                     targets=targets,
                     prior_mu=mu,
-                    max_nfev=_BOOT_NFEV * (k + 1),
+                    max_nfev=_BOOT_NFEV * (k_eff + 1),
                 )
             except (ValueError, np.linalg.LinAlgError):
                 continue
@@ -774,15 +893,14 @@ def _bootstrap(
         if len(out) < max(10, reps // 2):
             out, refit = [], False  # too many refits failed: fall back to the linearised draws
     if not refit:
-        J = np.asarray(best.jac, dtype=float)
-        if not np.all(np.isfinite(J)):
+        if not _SVD.finite(best.jac):
             return None, "no intervals: the Jacobian at the optimum is not finite"
         # pseudo-inverse with singular values floored: along a direction the data barely
         # determine, a replicate moves a bounded step instead of running off along the
         # linearisation; replicates whose true (nonlinear) misfit to the data leaves the
         # likelihood region of the optimum are pulled back into it
-        u, sv, vt = np.linalg.svd(J, full_matrices=False)
-        pinv = (vt.T / np.maximum(sv, _MIN_SV)) @ u.T
+        dec = _SVD(best.jac)
+        floor_sv = np.maximum(dec.sv, _MIN_SV)
         pm = prob.pmap
         n_data = prob.n
         base = float(np.sum(best.fun[:n_data] ** 2))
@@ -792,7 +910,7 @@ def _bootstrap(
             r = [e / sd for e, sd in zip(es, prob.sd)]
             if mu is not None:
                 r.append((z_hat[prob.prior_idx] - mu) / prob.prior_sd)
-            step = -pinv @ np.concatenate(r)
+            step = -dec.vt.T @ (dec.ut(np.concatenate(r)) / floor_sv)
             for _ in range(_HALVINGS):  # shorten the step until it lies in the region
                 z = np.clip(z_hat + step, pm.lower, pm.upper)
                 worse = float(np.sum(prob.residuals(z)[:n_data] ** 2)) - base

@@ -227,6 +227,19 @@ class ParamMap:
     def free_names(self) -> list[str]:
         return [f.name for f in self.free]
 
+    def run_columns(self) -> list[np.ndarray]:
+        """For each run, the free coordinates its parameters depend on (sorted)."""
+        out = []
+        for rules in self.rules:
+            cols: set[int] = set()
+            for rule in rules.values():
+                if rule[0] == "free":
+                    cols.add(rule[1])
+                elif rule[0] == "law":
+                    cols.update((rule[1], rule[2]))
+            out.append(np.array(sorted(cols), dtype=int))
+        return out
+
     def thetas(self, z: np.ndarray) -> list[dict[str, float]]:
         """Natural-unit parameters of every run for the free vector ``z``."""
         out = []

@@ -299,7 +299,7 @@ class _Problem:
         residual evaluations instead of one per coordinate. Dense when small (the exact
         trust-region solver), sparse CSR when large (LSMR)."""
         rows, colours = self._structure()  # type: ignore[misc]
-        lower, upper = self.pmap.lower, self.pmap.upper
+        upper = self.pmap.upper
         f0 = self.residuals(z, targets, prior_mu)
         h = _FD_STEP * np.maximum(1.0, np.abs(z))
         h = np.where(z + h > upper, -h, h)  # step inwards at an upper bound

@@ -301,3 +301,89 @@ def test_console_script_is_installed() -> None:
     )
     assert proc.returncode == EXIT_DATA
     assert "does not exist" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def prior_runs(tmp_path_factory) -> tuple[Path, Path]:
+    """A folder of four earlier runs (constant, WSD at two peak lrs; the ode_noise model of
+    tests/_transfer_data.py) that also holds the new run's own log, and that new run."""
+    from _transfer_data import make_run
+
+    folder = tmp_path_factory.mktemp("earlier")
+    specs = [
+        ("c1", 0.2, "constant"),
+        ("c2", 0.4, "constant"),
+        ("w1", 0.2, "wsd"),
+        ("w2", 0.4, "wsd"),
+    ]
+    for i, (name, eta, shape) in enumerate(specs):
+        run, _ = make_run(name, eta, shape, seed=10 + i, every=10)
+        run.traj.write(folder / f"{name}.csv")
+    new, _ = make_run("new", 0.3, "wsd", seed=99, every=10)
+    path = folder / "new.csv"  # inside the folder: it must not enter its own prior
+    new.traj.write(path)
+    return folder, path
+
+
+def test_fit_with_a_prior_from_a_folder_of_runs(capsys, prior_runs, tmp_path) -> None:
+    from lossrate.prior import Prior
+
+    folder, new = prior_runs
+    saved = tmp_path / "prior.json"
+    argv = ["fit", str(new), "--until", "0.25", "--prior", str(folder), "--bootstrap", "0"]
+    data = run_json(capsys, *argv, "--save-prior", str(saved), "--out", str(tmp_path / "r"))
+    info = data["fit"]["extra"]["prior"]
+    assert sorted(info["sources"]) == ["c1", "c2", "w1", "w2"]  # not "new": no leakage
+    assert info["decayed"] is True and data["fit"]["model"].startswith("ode_noise")
+    prior = Prior.load(saved)
+    assert sorted(prior.source_names) == ["c1", "c2", "w1", "w2"]
+    # the same fit from the saved file
+    again = run_json(
+        capsys, *argv[:5], str(saved), "--bootstrap", "0", "--out", str(tmp_path / "s")
+    )
+    assert again["headline"]["predicted_final"] == pytest.approx(
+        data["headline"]["predicted_final"], rel=1e-6
+    )
+    # seen only in its stable phase, the run's decay gain comes from the earlier runs: the
+    # predicted final loss is close to what the run did (the data follow the model exactly)
+    assert abs(data["headline"]["relative_error"]) < 0.03
+
+
+def test_predict_what_if_under_a_prior(capsys, prior_runs, tmp_path) -> None:
+    folder, new = prior_runs
+    base = ["predict", str(new), "--until", "0.25", "--prior", str(folder), "--bootstrap", "0"]
+    decay = run_json(
+        capsys,
+        *base,
+        "--schedule",
+        "wsd",
+        "--peak-lr",
+        "0.3",
+        "--warmup",
+        "20",
+        "--decay-start",
+        "400",
+        "--final-lr",
+        "0.015",
+        "--steps",
+        "1000",
+    )
+    flat = run_json(capsys, *base, "--schedule", "constant", "--peak-lr", "0.3", "--steps", "1000")
+    assert decay["prior"] == str(folder)
+    # decaying early lands lower than never decaying, with intervals around each curve
+    assert decay["loss"][-1] < flat["loss"][-1]
+    for d in (decay, flat):
+        assert np.all(np.asarray(d["lower"]) <= np.asarray(d["loss"]))
+        assert np.all(np.asarray(d["loss"]) <= np.asarray(d["upper"]))
+
+
+def test_prior_options_fail_clearly(capsys, prior_runs, tmp_path) -> None:
+    _folder, new = prior_runs
+    assert main(["fit", str(new), "--prior", str(tmp_path / "none"), "-q"]) == EXIT_USAGE
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", str(new), "--save-prior", str(tmp_path / "p.json"), "-q"]) == EXIT_USAGE
+    assert "--save-prior needs --prior" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["fit", str(new), "--prior", str(empty), "-q"]) == EXIT_DATA
+    assert "no trajectory" in capsys.readouterr().err

@@ -219,7 +219,11 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
         help="constant learning rate to assume when the log has no lr column",
     )
     f = p.add_argument_group("the fit")
-    f.add_argument("--model", default="ode", help="curve model: ode, ode_noise, or a peer law")
+    f.add_argument(
+        "--model",
+        default=None,
+        help="curve model: ode, ode_noise, or a peer law (default: ode; ode_noise with --prior)",
+    )
     if until is not None:
         f.add_argument(
             "--until",
@@ -235,6 +239,46 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
         help="bootstrap refits for the intervals (0: faster Gauss-Newton intervals)",
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+
+
+def _prior_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("learning from earlier runs")
+    g.add_argument(
+        "--prior",
+        type=Path,
+        default=None,
+        metavar="RUNS_DIR_OR_FILE",
+        help="earlier runs of the same model and data: a folder of their trajectories (or fit "
+        "JSONs), or a saved prior JSON; the fit becomes a MAP fit under their prior",
+    )
+    g.add_argument(
+        "--save-prior",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the prior built from --prior to this JSON file (reuse it next time)",
+    )
+
+
+def _model(args: argparse.Namespace) -> str:
+    """--model, defaulting to ode (ode_noise when fitting under a prior)."""
+    if args.model is not None:
+        return str(args.model)
+    return "ode_noise" if getattr(args, "prior", None) is not None else "ode"
+
+
+def _load_prior(args: argparse.Namespace) -> Any:
+    """The prior named by --prior (None without it), never using the fitted log itself."""
+    if getattr(args, "prior", None) is None:
+        if getattr(args, "save_prior", None) is not None:
+            raise InvalidArgumentError("--save-prior needs --prior RUNS_DIR_OR_FILE to build from.")
+        return None
+    from .prior import Prior
+
+    prior = Prior.from_path(args.prior, _model(args), exclude=[args.log])
+    if args.save_prior is not None:
+        prior.save(args.save_prior)
+    return prior
 
 
 def _target_options(p: argparse.ArgumentParser) -> None:
@@ -394,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--peers", type=_names, default=[], help="also fit these peer models, comma-separated"
     )
     _log_options(p, until=0.3)
+    _prior_options(p)
     _target_options(p)
     _common(p)
 
@@ -405,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("log", type=Path, help="the log to fit")
     _log_options(p, until=1.0)
+    _prior_options(p)
     _schedule_options(p)
     _common(p)
 
@@ -487,6 +533,8 @@ examples:
   lossrate fit events.out.tfevents.123 --format tensorboard --loss ce --classes 100
   lossrate fit lightning_logs/version_0 --loss mse --lr 0.01 --out report/
   lossrate fit run.csv --peers power_steps,exponential --target 0.05 --json
+  lossrate fit new_run.csv --until 0.25 --prior runs/sweep/ --save-prior prior.json
+  lossrate fit new_run.csv --until 0.25 --prior prior.json      reuse a saved prior
 
 the folder gets fit.json, trajectory.csv, figures/*.png and report.html; an existing good
 report is only replaced once the new one is complete.
@@ -497,6 +545,8 @@ examples:
   lossrate predict run.csv --until 0.5 --steps 20000        fit half, extend the run to 20k steps
   lossrate predict run.csv --schedule cosine --peak-lr 0.1 --final-lr 0.001
   lossrate predict run.csv --schedule wsd --decay-start 8000 --steps 10000 --csv what_if.csv
+  lossrate predict run.csv --prior prior.json --schedule wsd --decay-start 6000 --steps 8000
+                                          what-if "decay now", under a prior from earlier runs
 """
 _EVALUATE_EPILOG = """\
 examples:
@@ -664,12 +714,18 @@ def _fit_and_report(
     from .report import write_report
     from .report.analysis import analyze
 
-    stages = ["fit", "predict", *(f"peer {p}" for p in peers), "report"]
+    with_prior = getattr(args, "prior", None) is not None
+    stages = [*(["prior"] if with_prior else []), "fit", "predict"]
+    stages += [*(f"peer {p}" for p in peers), "report"]
     with _Stages(stages, quiet=args.quiet or args.json) as st:
+        prior = _load_prior(args)
+        if with_prior:
+            st.advance("prior")
         a = analyze(
             traj,
             closure=_closure(args, traj),
-            model=args.model,
+            model=_model(args),
+            prior=prior,
             until=until,
             peers=peers,
             target=target,
@@ -682,7 +738,8 @@ def _fit_and_report(
         settings = {
             **settings,
             "until": until,
-            "model": args.model,
+            "model": _model(args),
+            "prior": str(args.prior) if with_prior else None,
             "peers": ",".join(peers),
             "target": target,
         }
@@ -709,21 +766,36 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
     from .report.analysis import fit_prefix
 
     traj, _settings = _read(args)
-    with _Stages(["fit", "predict"], quiet=args.quiet or args.json) as st:
+    with_prior = args.prior is not None
+    stages = [*(["prior"] if with_prior else []), "fit", "predict"]
+    with _Stages(stages, quiet=args.quiet or args.json) as st:
+        schedule = _what_if_schedule(args, traj)  # bad schedule options fail before any fit
+        prior = _load_prior(args)
+        if with_prior:
+            st.advance("prior")
         f = fit_prefix(
             traj,
-            model=args.model,
+            model=_model(args),
             until=args.until,
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            prior=prior,
         )
         st.advance("fit")
-        schedule = _what_if_schedule(args, traj)
         first = int(traj.step[0])
         end = schedule.n_steps if schedule is not None else int(traj.step[-1])
         steps = np.arange(first, end + 1) if schedule is not None else traj.step
-        pred = predict(f, steps, schedule=schedule, level=args.level)
+        if with_prior:
+            import warnings
+
+            from .prior import predict_with_prior
+
+            with warnings.catch_warnings():  # kept in pred.warnings, printed below
+                warnings.simplefilter("ignore")
+                pred = predict_with_prior(f, steps, schedule=schedule, level=args.level)
+        else:
+            pred = predict(f, steps, schedule=schedule, level=args.level)
         st.advance("predict")
     if args.csv is not None:
         _write_prediction_csv(args.csv, pred)
@@ -742,7 +814,9 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
     )
     text = "\n".join(
         [
-            f"{f.model.describe()} fitted on steps {_span(f)}; prediction {what}:",
+            f"{f.model.describe()} fitted on steps {_span(f)}"
+            + (f" under the prior from {args.prior}" if with_prior else "")
+            + f"; prediction {what}:",
             *rows,
             *(f"warning: {w}" for w in pred.warnings),
         ]
@@ -751,6 +825,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         text += f"\nfull curve: {args.csv}"
     data = {
         "model": f.model.describe(),
+        "prior": str(args.prior) if with_prior else None,
         "fit": f.to_dict(),
         "schedule": schedule.name if schedule else "logged",
         "level": pred.level,
@@ -811,7 +886,7 @@ def _cmd_floor(args: argparse.Namespace) -> Outcome:
         a = analyze(
             traj,
             closure=_closure(args, traj),
-            model=args.model,
+            model=_model(args),
             until=args.until,
             target=args.target,
             joules_per_step=args.joules_per_step,
@@ -844,6 +919,14 @@ def _cmd_report(args: argparse.Namespace) -> Outcome:
     for key in ("loss", "classes", "alpha", "model", "lr"):
         if getattr(args, key) in (None, "ode") and saved.get(key) is not None:
             setattr(args, key, saved[key])
+    # a report of a fit made under a prior is redrawn under the same prior, when still there
+    args.prior = Path(saved["prior"]) if saved.get("prior") else None
+    args.save_prior = None
+    if args.prior is not None and not args.prior.exists():
+        raise DataError(
+            f"the saved fit used the prior {str(args.prior)!r}, which no longer exists; restore "
+            "it, or delete fit.json to redraw without a prior."
+        )
     until = args.until if args.until is not None else float(saved.get("until") or 0.3)
     target = args.target if args.target is not None else saved.get("target")
     peers = (

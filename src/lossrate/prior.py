@@ -432,6 +432,66 @@ class Prior:
         p = Path(path)
         return cls.from_dict(_read_json(p), source=repr(str(p)))
 
+    @classmethod
+    def from_path(
+        cls,
+        path: str | os.PathLike[str],
+        model: CurveModel | str = "ode_noise",
+        *,
+        exclude: Sequence[str | os.PathLike[str]] = (),
+        **options: Any,
+    ) -> Prior:
+        """A prior from whatever ``path`` holds (what ``lossrate fit --prior`` accepts).
+
+        * a saved prior (:meth:`save`): loaded as it is (``model`` is then the prior's);
+        * a fit result JSON (``FitResult.to_json``) or a folder of them: pooled
+          (:meth:`from_fit_files`);
+        * a folder of trajectory files (``.csv``/``.parquet``, e.g. runs written by
+          ``lossrate train``, or ``*/trajectory.csv`` one level down): one joint fit
+          (:meth:`from_runs`, ``options`` passed on).
+
+        ``exclude`` names files never used (the new run's own log, so that its points cannot
+        enter its own prior).
+        """
+        p = Path(path)
+        if not p.exists():
+            raise InvalidArgumentError(
+                f"prior path {str(p)!r} does not exist; pass a saved prior (.json), a fit JSON, "
+                "or a folder of earlier runs' trajectories."
+            )
+        skip = {Path(e).resolve() for e in exclude}
+        if p.is_file():
+            if p.resolve() in skip:
+                raise InvalidArgumentError(
+                    f"the prior {str(p)!r} is the run being fitted; a prior must come from other runs."
+                )
+            data = _read_json(p)
+            if isinstance(data, Mapping) and data.get("format") == FORMAT:
+                return cls.from_dict(data, source=repr(str(p)))
+            return cls.from_fit_files([p], model)
+        files = [
+            f
+            for f in sorted(p.iterdir()) + sorted(p.glob("*/trajectory.csv"))
+            if f.is_file() and f.resolve() not in skip
+        ]
+        trajs = [f for f in files if f.suffix.lower() in (".csv", ".parquet", ".pq")]
+        jsons = [f for f in files if f.suffix.lower() == ".json"]
+        if not trajs:
+            if jsons:
+                return cls.from_fit_files(jsons, model)
+            raise DataError(
+                f"folder {str(p)!r} holds no trajectory (.csv/.parquet, or */trajectory.csv) or "
+                "fit (.json) files besides the run being fitted."
+            )
+        runs: dict[str, Trajectory] = {}
+        for f in trajs:
+            t = Trajectory.read(f)
+            name = t.meta.name or (f.parent.name if f.name == "trajectory.csv" else f.stem)
+            while name in runs:
+                name += "'"
+            runs[name] = t
+        return cls.from_runs(runs, model, **options)
+
 
 # ------------------------------------------------------------------ fitting
 def prior_model(model: CurveModel | str) -> CurveModel:

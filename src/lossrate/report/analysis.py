@@ -124,11 +124,14 @@ def fit_prefix(
     level: float = 0.9,
     bootstrap: int = 200,
     seed: int = 0,
+    prior: Any = None,
 ) -> FitResult:
     """Fit ``model`` on the first ``until`` of the run's steps, under the whole run's schedule.
 
     The ODE models choose their closure from the run's metadata (``meta.loss``,
-    ``meta.classes``), so set those on the trajectory.
+    ``meta.classes``), so set those on the trajectory. With ``prior`` (a
+    :class:`lossrate.prior.Prior`) the fit is the MAP fit of :func:`lossrate.fit_with_prior`,
+    whose model is the prior's (``model`` is then ignored).
     """
     from ..fit import fit
 
@@ -141,6 +144,12 @@ def fit_prefix(
         raise InvalidArgumentError(
             f"the first {until:.0%} of the run holds {part.n} logged steps; a fit needs at least 8. "
             "Fit on a larger fraction (--until) or log more often."
+        )
+    if prior is not None:
+        from ..prior import fit_with_prior
+
+        return fit_with_prior(
+            part, prior, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
         )
     return fit(
         part, model, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
@@ -160,6 +169,7 @@ def analyze(
     bootstrap: int = 200,
     seed: int = 0,
     on_stage: Callable[[str], None] | None = None,
+    prior: Any = None,
 ) -> Analysis:
     """Fit on a prefix, predict the run, fit the peers, and compute the headline numbers.
 
@@ -173,20 +183,34 @@ def analyze(
         joules_per_step: energy of a step when the run has no ``energy_j`` column.
         level, bootstrap, seed: as in :func:`lossrate.fit`.
         on_stage: called with a stage name after each stage (progress bars).
+        prior: a :class:`lossrate.prior.Prior` from earlier runs: the main fit is then the
+            MAP fit of :func:`lossrate.fit_with_prior` with the prior's model; the peers are
+            fitted on the prefix alone.
     """
     from ..fit import get_model, predict
 
     for name in (model, *peers):
         get_model(name)  # an unknown name fails now, not after the first fit
     done = on_stage or (lambda _name: None)
-    f = fit_prefix(traj, model=model, until=until, level=level, bootstrap=bootstrap, seed=seed)
+    f = fit_prefix(
+        traj, model=model, until=until, level=level, bootstrap=bootstrap, seed=seed, prior=prior
+    )
     done("fit")
-    pred = predict(f, traj.step)
+    if prior is not None:
+        import warnings
+
+        from ..prior import predict_with_prior
+
+        with warnings.catch_warnings():  # the warning is kept in pred.warnings
+            warnings.simplefilter("ignore")
+            pred = predict_with_prior(f, traj.step)  # type: ignore[arg-type]
+    else:
+        pred = predict(f, traj.step)
     done("predict")
     peer_preds: dict[str, Prediction] = {}
     peer_fits: dict[str, FitResult] = {}
     for name in peers:
-        if name == model:
+        if name == model and prior is None:
             continue
         pf = fit_prefix(traj, model=name, until=until, level=level, bootstrap=0, seed=seed)
         peer_fits[name] = pf

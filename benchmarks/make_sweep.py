@@ -21,6 +21,48 @@ import time
 from pathlib import Path
 
 
+def generate(
+    cache: str | Path = "cache/sweep",
+    steps: int = 300,
+    sweep: str = "sweep_schedules",
+    only: str = "",
+) -> list[Path]:
+    """Train every run of the sweep not yet cached; return the run folders (cached or new)."""
+    import torch
+
+    from lossrate.experiments.config import load_sweep
+    from lossrate.experiments.runner import run_experiment
+
+    torch.set_num_threads(1)
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    configs = load_sweep(sweep).expand()
+    t0 = time.perf_counter()
+    out = []
+    for i, cfg in enumerate(configs):
+        if only and only not in cfg.name:
+            continue
+        cfg = cfg.override(
+            {
+                "train.steps": steps,
+                "train.eval_every": max(steps // 3, 1),
+                "train.checkpoint_every": max(steps // 3, 1),
+            }
+        )
+        run_dir = cache / cfg.name
+        out.append(run_dir)
+        done = run_dir / "sweep_done"
+        if done.exists():
+            print(f"[{i + 1}/{len(configs)}] {cfg.name}: cached", flush=True)
+            continue
+        t = time.perf_counter()
+        run_experiment(cfg, run_dir, resume=True, progress=False)
+        done.write_text("complete\n")
+        print(f"[{i + 1}/{len(configs)}] {cfg.name}: {time.perf_counter() - t:.0f} s", flush=True)
+    print(f"sweep done in {time.perf_counter() - t0:.0f} s -> {cache}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache", default="cache/sweep")
@@ -28,36 +70,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="sweep_schedules")
     ap.add_argument("--only", default="", help="substring of the run names to generate")
     args = ap.parse_args()
-    import torch
-
-    from lossrate.experiments.config import load_sweep
-    from lossrate.experiments.runner import run_experiment
-
-    torch.set_num_threads(1)
-    cache = Path(args.cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    configs = load_sweep(args.sweep).expand()
-    t0 = time.perf_counter()
-    for i, cfg in enumerate(configs):
-        if args.only and args.only not in cfg.name:
-            continue
-        cfg = cfg.override(
-            {
-                "train.steps": args.steps,
-                "train.eval_every": max(args.steps // 3, 1),
-                "train.checkpoint_every": max(args.steps // 3, 1),
-            }
-        )
-        run_dir = cache / cfg.name
-        done = run_dir / "sweep_done"
-        if done.exists():
-            print(f"[{i + 1}/{len(configs)}] {cfg.name}: cached")
-            continue
-        t = time.perf_counter()
-        run_experiment(cfg, run_dir, resume=True, progress=False)
-        done.write_text("complete\n")
-        print(f"[{i + 1}/{len(configs)}] {cfg.name}: {time.perf_counter() - t:.0f} s")
-    print(f"sweep done in {time.perf_counter() - t0:.0f} s -> {cache}")
+    generate(args.cache, args.steps, args.sweep, args.only)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ Prints, in one run:
 2. the cross-schedule split per model size (fit jointly on cosine_24000, constant_24000,
    wsdcon_9; predict the other six curves whole), the mean R², MAE, RMSE, PredE, WorstE
    over the six, beside the numbers the Multi-Power-Law paper publishes;
-3. the time to fit one 10,000-point curve.
+3. the prefix protocol on real training runs made by this library (``--real``, on by
+   default): the MNIST MLP with SGD (shipped config ``mnist_mlp_sgd``, 2,000 steps) and the
+   transfer sweep of ``benchmarks/make_sweep.py`` (Fashion-MNIST CNN with Adam and the
+   WordNet MiniLM text classifier, 3 peak lrs x constant / cosine / WSD x 2 seeds, 300
+   steps each); each is generated once into ``--cache`` when absent;
+4. the time to fit one 10,000-point curve.
 
 Models: ``ode`` and ``ode_noise`` (this library's fitting engine: soft-L1 on standardised
 log residuals), the peers fitted by the same engine with their own recipe (Huber on raw log
@@ -16,7 +21,7 @@ residuals, delta = 1e-3), and the multi-power law by its authors' early-stopped 
 (``fit_multipower_published``) and run to convergence (``fit_multipower_converged``, in
 the cross split only: it takes minutes per fit).
 
-Usage: python benchmarks/predict_accuracy.py [--data DIR] [--jobs N] [--quick]
+Usage: python benchmarks/predict_accuracy.py [--data DIR] [--jobs N] [--quick] [--no-real]
 (--quick: the 400M curves only, k in 25 and 50). Runs in parallel over curves; set
 OPENBLAS_NUM_THREADS yourself to override the one BLAS thread per worker used here.
 """
@@ -118,6 +123,39 @@ def _cell(d: dict[str, Any] | None) -> str:
     return "-" if d is None else _fmt_pct(d["final_rel_err"], d["failed"])
 
 
+def real_runs(cache: str) -> dict[str, RunData]:
+    """The real training runs of section 3, generated into ``cache`` when absent. Their
+    group is '<dataset>-<schedule>' (e.g. 'fashion-wsd')."""
+    import dataclasses
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lossrate.experiments.runner import run_experiment
+    from make_sweep import generate
+
+    root = Path(cache)
+    mnist_dir = root / "real" / "mnist_mlp_sgd"
+    if not (mnist_dir / "run_done").exists():
+        run_experiment("mnist_mlp_sgd", mnist_dir, resume=True, progress=False)
+        (mnist_dir / "run_done").write_text("complete\n")
+    folders = [mnist_dir, *generate(root / "sweep")]
+    out: dict[str, RunData] = {}
+    for folder in folders:
+        t = Trajectory.read(folder / "trajectory.csv")
+        family = folder.name.split("_", 1)[0]
+        group = f"{family}-{t.meta.schedule or 'constant'}"
+        t = t.replace(meta=dataclasses.replace(t.meta, schedule=group))
+        out[folder.name] = RunData.from_trajectory(t)
+    return out
+
+
+def _real_one(task: tuple[str, RunData, tuple[float, ...]]) -> list[EvalRow]:
+    name, run, ks = task
+    rows = list(evaluate({name: run}, models(), protocol="prefix", fractions=ks).rows)
+    print(f"  done {name}", file=sys.stderr, flush=True)
+    return rows
+
+
 def cross_table(rows: list[EvalRow]) -> str:
     tab = EvalTable(tuple(rows))
     lines = [
@@ -182,22 +220,38 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--quick", action="store_true", help="400M only, k in 25 and 50")
     ap.add_argument("--csv", default=None, help="also write every row to this CSV file")
+    ap.add_argument(
+        "--no-real", action="store_true", help="skip the real training runs (section 3)"
+    )
+    ap.add_argument("--skip-mpl", action="store_true", help="skip the mpl curves (1, 2)")
+    ap.add_argument("--cache", default="cache", help="where the real runs are generated once")
     args = ap.parse_args()
     sizes = ("400M",) if args.quick else MPL_SIZES
     ks = (0.25, 0.5) if args.quick else (0.1, 0.25, 0.5, 0.75)
     t0 = time.perf_counter()
     tasks = [(args.data, s, n, ks) for s in sizes for n in MPL_FIT + MPL_PREDICT]
+    prefix_rows: list[EvalRow] = []
+    cross_rows: list[EvalRow] = []
+    real_rows: list[EvalRow] = []
+    real = {} if args.no_real else real_runs(args.cache)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        prefix_rows = [r for rows in ex.map(_prefix_one, tasks) for r in rows]
-        cross_rows = [
-            r for rows in ex.map(_cross_one, [(args.data, s) for s in sizes]) for r in rows
-        ]
-    print(f"Multi-Power-Law curves: {len(tasks)} curves, sizes {', '.join(sizes)}")
-    print(prefix_table(prefix_rows, ks))
-    print(cross_table(cross_rows))
+        if not args.skip_mpl:
+            prefix_rows = [r for rows in ex.map(_prefix_one, tasks) for r in rows]
+            cross_rows = [
+                r for rows in ex.map(_cross_one, [(args.data, s) for s in sizes]) for r in rows
+            ]
+        real_tasks = [(n, r, ks) for n, r in real.items()]
+        real_rows = [r for rows in ex.map(_real_one, real_tasks) for r in rows]
+    if not args.skip_mpl:
+        print(f"Multi-Power-Law curves: {len(tasks)} curves, sizes {', '.join(sizes)}")
+        print(prefix_table(prefix_rows, ks))
+        print(cross_table(cross_rows))
+    if real_rows:
+        print(f"\nReal training runs made by this library: {len(real)} runs")
+        print(prefix_table(real_rows, ks))
     print(timing())
     if args.csv:
-        EvalTable(tuple(prefix_rows + cross_rows)).to_csv(args.csv)
+        EvalTable(tuple(prefix_rows + cross_rows + real_rows)).to_csv(args.csv)
     print(f"\ntotal {time.perf_counter() - t0:.0f} s")
 
 

@@ -78,7 +78,7 @@ def test_write_never_leaves_partial_file(tmp_path, monkeypatch) -> None:
         (dict(loss=[1.0, 0.5], step=[0, 0]), "strictly increasing"),
         (dict(loss=[1.0, 0.5], step=[3, 1]), "strictly increasing"),
         (dict(loss=[1.0, 0.5], step=[0, 1, 2]), "has 3 values"),
-        (dict(loss=[1.0, 0.5], t=[0.0, 0.0]), "'t' must be strictly increasing"),
+        (dict(loss=[1.0, 0.5], t=[0.5, 0.0]), "'t' .* must not decrease"),
         (dict(loss=[1.0, 0.5], lr=[0.1, np.nan]), "'lr' must be finite"),
         (dict(loss=[1.0, 0.5], bogus=[1, 2]), "unknown column"),
         (dict(loss=[1.0, 0.5], loss_std=[0.1, np.inf]), "infinite"),
@@ -143,3 +143,12 @@ def test_drop_nonfinite_on_read(tmp_path) -> None:
 def test_metadata_unknown_key_is_an_error() -> None:
     with pytest.raises(DataError, match="unknown metadata key"):
         RunMeta.from_dict({"loss": "ce", "colour": "red"})
+
+
+def test_a_step_with_zero_lr_is_kept_and_round_trips(tmp_path) -> None:
+    """A warmup from lr = 0 (Hugging Face's linear warmup) leaves t unchanged for a step."""
+    t = Trajectory.from_arrays([2.3, 2.3, 2.0, 1.5], lr=[0.0, 0.05, 0.1, 0.1])
+    np.testing.assert_allclose(t.t, [0.0, 0.0, 0.05, 0.15])
+    back = Trajectory.read(t.write(tmp_path / "warm.csv"))
+    np.testing.assert_array_equal(back.t, t.t)
+    np.testing.assert_array_equal(back.loss, t.loss)

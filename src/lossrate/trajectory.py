@@ -10,6 +10,7 @@ Columns (all 1-D, one entry per logged step):
 ============  =====================================================================
 step          optimizer step index (int, strictly increasing)
 t             intrinsic time, the sum of the learning rates of the steps *before* k
+              (non-decreasing: a step with lr = 0 leaves it unchanged)
 lr            learning rate used at step k
 loss          batch mean loss L (required, finite, >= 0)
 loss_std      population std of the per-sample losses sigma_L (``torch.var`` is unbiased!)
@@ -220,15 +221,22 @@ class Trajectory:
                 f"column 'loss' is negative ({float(loss[i])!r} at row {i}); lossrate models losses >= 0. "
                 "Shift the loss by its known minimum first."
             )
-        for name, arr in (("step", step), ("t", t)):
-            d = np.diff(arr)
-            if (d <= 0).any():
-                i = int(np.flatnonzero(d <= 0)[0]) + 1
-                raise DataError(
-                    f"column {name!r} must be strictly increasing, but row {i} has {float(arr[i])!r} after "
-                    f"{float(arr[i - 1])!r}; sort the rows and drop duplicated steps "
-                    "(Trajectory.from_arrays(..., sort=True) keeps the last duplicate)."
-                )
+        d = np.diff(step)
+        if (d <= 0).any():
+            i = int(np.flatnonzero(d <= 0)[0]) + 1
+            raise DataError(
+                f"column 'step' must be strictly increasing, but row {i} has {float(step[i])!r} "
+                f"after {float(step[i - 1])!r}; sort the rows and drop duplicated steps "
+                "(Trajectory.from_arrays(..., sort=True) keeps the last duplicate)."
+            )
+        d = np.diff(t)
+        if (d < 0).any():  # equal t is fine: steps with lr = 0 (a warmup from 0)
+            i = int(np.flatnonzero(d < 0)[0]) + 1
+            raise DataError(
+                f"column 't' (intrinsic time, the running sum of learning rates) must not "
+                f"decrease, but row {i} has {float(t[i])!r} after {float(t[i - 1])!r}; check "
+                "that no learning rate is negative, or rebuild t from lr (from_arrays)."
+            )
         object.__setattr__(self, "step", step.astype(np.int64))
         object.__setattr__(self, "t", t)
         object.__setattr__(self, "loss", loss)

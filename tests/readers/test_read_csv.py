@@ -211,7 +211,7 @@ def test_huge_finite_loss_is_read(tmp_path):
         ("step,loss\n0,abc\n", "line 2, column 'loss' holds 'abc', which is not a number"),
         ("step,loss\n0,-1.0\n", "'loss' is negative"),
         ("step,loss,lr\n0,1.0,-0.1\n", "learning rate 'lr' is negative"),
-        ("step,loss,lr\n0,2.0,0\n1,1.0,0\n", "intrinsic time t = sum\\(lr\\) does not advance"),
+        ("step,loss,lr\n0,2.0,0\n1,1.0,0\n", "0 at every logged step"),
         ("step,loss\n0,1.0,7\n1,0.5\n", "line 2 has 3 fields but the header has 2"),
         ("step,loss\n", "holds no value"),
         ("# only a comment\n\n", "no header row"),
@@ -303,3 +303,10 @@ def test_reading_never_writes(tmp_path):
     with pytest.raises(DataError):
         read_csv(bad)
     assert snapshot(tmp_path) == before
+
+
+def test_a_warmup_from_zero_lr_reads(tmp_path) -> None:
+    path = tmp_path / "warm.csv"
+    path.write_text("step,loss,lr\n0,2.3,0\n1,2.2,0.05\n2,2.0,0.1\n3,1.8,0.1\n")
+    traj = read_csv(path)
+    np.testing.assert_allclose(traj.t, [0.0, 0.0, 0.05, 0.15])

@@ -476,13 +476,11 @@ def _intrinsic(steps: np.ndarray, lr: np.ndarray, src: str) -> np.ndarray:
             f"{src!r}: the learning rates are too large: t = sum(lr) overflows; "
             "check that the lr column holds learning rates."
         )
-    flat = np.flatnonzero(np.diff(t) <= 0)
-    if flat.size:
-        i = int(flat[0]) + 1
+    if t.size > 1 and not t[-1] > t[0]:
         raise DataError(
-            f"{src!r}: the learning rate is 0 from step {int(steps[i - 1])} to {int(steps[i])}, so "
-            "the intrinsic time t = sum(lr) does not advance there; drop those steps (e.g. a "
-            "warm-up from lr=0) or read without the learning rate (columns={'lr': None})."
+            f"{src!r}: the learning rate is 0 at every logged step, so the intrinsic time "
+            "t = sum(lr) does not advance; check the lr column (--lr-key) or read without the "
+            "learning rate (columns={'lr': None}) and pass the lr used."
         )
     return t
 

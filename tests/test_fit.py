@@ -182,6 +182,18 @@ def test_predict_under_another_schedule() -> None:
     np.testing.assert_allclose(pr.t, other.S(np.arange(10, 601, 10)))
 
 
+def test_predict_beyond_the_schedule_continues_its_last_lr() -> None:
+    traj, sch = ode_run(4, n=600)
+    res = fit(traj, "ode", schedule=sch, bootstrap=0)
+    steps = np.arange(10, 901, 10)
+    pr = predict(res, steps)
+    longer = sch.extend(900)  # the same schedule, its last lr held to step 900
+    np.testing.assert_allclose(pr.loss, predict(res, steps, schedule=longer).loss, rtol=1e-12)
+    assert any("last lr" in w for w in pr.warnings)
+    with pytest.raises(InvalidArgumentError, match="schedule= covering"):
+        predict(res, steps, schedule=Schedule.constant(0.05, 601))  # an explicit plan must cover
+
+
 # ------------------------------------------------------------- joint fits and priors
 def test_fit_many_shares_parameters_and_names_per_run_ones() -> None:
     runs = {}

@@ -43,6 +43,7 @@ def predict(
         run: for a joint fit, the name of a fitted run; or a new Trajectory/RunData whose
             schedule drives a prediction from the shared parameters (cross-run prediction).
         schedule: predict under this schedule instead (a what-if); it must cover ``steps``.
+            Without it, steps beyond the run's schedule continue its last lr (with a warning).
         level: interval level (default: the fit's).
 
     Returns:
@@ -101,6 +102,14 @@ def predict(
     steps = np.atleast_1d(np.asarray(steps))
     if steps.ndim != 1 or steps.size == 0:
         raise InvalidArgumentError(f"steps must be a non-empty 1-D array, got shape {steps.shape}.")
+    if schedule is None and steps.min() >= 0 and steps.max() > rd.schedule.n_steps:
+        last = float(rd.schedule.lr[-1])
+        warnings.append(
+            f"steps beyond the run's {rd.schedule.n_steps}-step schedule: its last lr {last:.4g} "
+            "is continued to step "
+            f"{int(steps.max())}; pass schedule= to predict under another plan."
+        )
+        rd = rd.with_schedule(rd.schedule.extend(int(steps.max())))
     if np.any(steps < 0) or np.any(steps > rd.schedule.n_steps):
         raise InvalidArgumentError(
             f"steps must lie in [0, {rd.schedule.n_steps}] (the schedule's steps), got "

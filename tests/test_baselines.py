@@ -406,3 +406,22 @@ def test_published_recipe_on_the_25M_split() -> None:
     assert table["r2"] > 0.99 and table["mae"] < 0.01 and table["worst_e"] < 0.01
     # the recipe lands next to the authors' released parameters
     np.testing.assert_allclose([res.params[k] for k in PARAM_NAMES], PUBLISHED["25M"][0], rtol=0.05)
+
+
+@pytest.mark.parametrize("name", ["power_S", "momentum", "multipower"])
+def test_laws_in_the_lr_sum_leave_out_steps_at_zero_time(name: str) -> None:
+    """A log from step 0 (S = 0, where A S^-alpha diverges) still fits, the step left out
+    with a note; the same fit as on the log without that step."""
+    from lossrate.fit import fit, predict
+
+    sched = Schedule.make("cosine", peak=0.1, n_steps=401, warmup=20, final=0.01)
+    steps = np.arange(0, 401, 2)
+    S = sched.S(steps)
+    y = (1.0 + 2.0 * (1.0 + S) ** -0.5) * np.exp(np.random.default_rng(3).normal(0, 0.003, S.size))
+    traj = Trajectory.from_arrays(y, step=steps, lr=sched.at(steps), meta=RunMeta(name="r"))
+    res = fit(traj, name, schedule=sched, bootstrap=0)
+    assert res.success and any("S = sum(lr) = 0 left out" in n for n in res.notes)
+    ref = fit(traj.select(steps > 0), name, schedule=sched, bootstrap=0)
+    for k, v in ref.params.items():
+        assert res.params[k] == pytest.approx(v, rel=1e-9, abs=1e-12), k
+    assert np.all(np.isfinite(predict(res, np.arange(1, 401)).loss))

@@ -85,6 +85,9 @@ class CurveModel(ABC):
 
     #: registry / table name
     name: ClassVar[str] = ""
+    #: the law diverges at intrinsic time S = 0 (a power of S): logged steps there are left
+    #: out of its fits (with a note) and its prediction there is not finite
+    positive_time: ClassVar[bool] = False
 
     @abstractmethod
     def params(self, run: RunData) -> Sequence[Param]:

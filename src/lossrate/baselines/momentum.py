@@ -40,6 +40,7 @@ class MomentumLaw(CurveModel):
     """L = L0 + A S1^-alpha - C S2 (module docstring); ``decay`` is lambda."""
 
     name: ClassVar[str] = "momentum"
+    positive_time: ClassVar[bool] = True
     decay: float = 0.999
     include_warmup: bool = True
     # (S1, S2) by (id(schedule), steps): a fit evaluates the same areas thousands of times.

@@ -42,6 +42,7 @@ class MultiPowerLaw(CurveModel):
     """The multi-power law (module docstring). Parameters L0, A, alpha, B, C, beta, gamma."""
 
     name: ClassVar[str] = "multipower"
+    positive_time: ClassVar[bool] = True
     include_warmup: bool = True
     count_logged_step: bool = False
 

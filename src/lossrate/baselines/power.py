@@ -91,6 +91,7 @@ class PowerS(_PowerLaw):
     """L(s) = L0 + A S(s)^-alpha in intrinsic time S (module docstring)."""
 
     name: ClassVar[str] = "power_S"
+    positive_time: ClassVar[bool] = True
     _clock: ClassVar[str] = "the lr sum"
 
     def _x(self, run: RunData, steps: np.ndarray) -> np.ndarray:

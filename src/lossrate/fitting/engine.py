@@ -141,6 +141,23 @@ def as_run(
     return RunData.from_trajectory(data, schedule)
 
 
+def _drop_zero_time(model: CurveModel, runs: list[RunData]) -> tuple[list[RunData], list[str]]:
+    """Leave out logged steps at intrinsic time S = 0 for a law that diverges there."""
+    if not getattr(model, "positive_time", False):
+        return runs, []
+    out, n = [], 0
+    for run in runs:
+        keep = run.schedule.S(np.clip(run.traj.step, 0, run.schedule.n_steps)) > 0
+        if keep.all() or not keep.any():
+            out.append(run)
+            continue
+        n += int((~keep).sum())
+        out.append(RunData(run.traj.select(keep), run.schedule))
+    if not n:
+        return out, []
+    return out, [f"{n} logged step(s) at S = sum(lr) = 0 left out: {model.name} diverges there"]
+
+
 def _check_run(run: RunData, name: str, k: int, log: bool) -> None:
     y = run.traj.loss
     n = y.size
@@ -598,6 +615,7 @@ def _fit(
         raise InvalidArgumentError(f"bootstrap must be a whole number >= 0, got {bootstrap!r}.")
     if int(starts) != starts or starts < 0:
         raise InvalidArgumentError(f"starts must be a whole number >= 0, got {starts!r}.")
+    runs, dropped = _drop_zero_time(model, runs)
     settle = getattr(model, "for_runs", None)
     if callable(settle):  # settings the model decides from all the runs together
         model = settle(runs)
@@ -615,7 +633,7 @@ def _fit(
         k_run = sum(1 for rule in pm.rules[names.index(name)].values() if rule[0] != "fixed")
         _check_run(run, name, k_run, log)
     prob = _Problem(pm, log, prior, weights)
-    notes = list(prob.notes)
+    notes = list(prob.notes) + dropped
     notes.extend(_model_notes(model, runs))
     rng = np.random.default_rng(seed)
 

@@ -137,10 +137,19 @@ def test_bce_with_logits(gen, soft):
     crit = InstrumentedLoss("bce")
     loss = crit(z, y)
     assert loss.item() == pytest.approx(nn.BCEWithLogitsLoss()(z, y).item(), rel=1e-6)
+    # each logit is a sample: the statistics of the 64 logits of a (16, 4) batch
     ref = _reference(
-        lambda zi, yi: nn.functional.binary_cross_entropy_with_logits(zi, yi), z, y, False
+        lambda zi, yi: nn.functional.binary_cross_entropy_with_logits(zi, yi),
+        z.reshape(-1, 1),
+        y.reshape(-1, 1),
+        False,
     )
     _check(crit.last, *ref, ce=False)
+    assert crit.last.batch_size == 64
+    if not soft:  # hard labels: |r| = 1 - e^{-l} per logit, so R = mean D(l) = the closure's
+        per = nn.functional.binary_cross_entropy_with_logits(z, y, reduction="none").double()
+        D = (-torch.expm1(-per)).square().mean().item()
+        assert crit.last.residual_sq == pytest.approx(D, rel=1e-5)
 
 
 def test_bce_confident_logits_stay_accurate():

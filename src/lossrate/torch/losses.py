@@ -16,7 +16,7 @@ loss      l_i                                  r_i
 ========  ===================================  ==============================================
 ce        softmax CE over C classes            softmax(z_i) - y_i  (y_i smoothed: (1-eps) y + eps/C)
 mse       (1/C) ||z_i - y_i||^2 (nn.MSELoss)   (2/C)(z_i - y_i), so ||r_i||^2 = 4 l_i / C exactly
-bce       (1/C) sum_c softplus(z) - y z        (sigmoid(z_i) - y_i) / C
+bce       per logit: softplus(z) - y z         sigmoid(z) - y  (each logit is a sample)
 mae       (1/C) ||z_i - y_i||_1 (nn.L1Loss)    sign(z_i - y_i) / C
 ========  ===================================  ==============================================
 
@@ -26,6 +26,11 @@ residual, -(1 - p_y), is computed as minus the sum of the other probabilities, a
 residual as (1-y) sigmoid(z) - y sigmoid(-z), so tiny residuals keep their relative accuracy
 (1 - p_y computed naively is 0 in float32 once l < 6e-8, and so is torch's float32 loss).
 alpha's 1 - e^{-l} is that same sum for one-hot labels and -expm1(-l) otherwise.
+
+BCE "samples" are logits: with C outputs per input, the n C logits are the samples of every
+statistic (sigma_L, R, the count), so R = mean_j D(l_j) exactly as the per-logit closure
+``bce`` and its rigorous bracket assume (per-input statistics would put a factor C between R
+and g and leave the bracket's sigma_L too small). The mean loss is PyTorch's mean either way.
 
 CE "samples" are positions: outputs of shape (N, C, d1, ...) (PyTorch's K-dimensional
 layout) give N * d1 * ... samples, and with ``ignore_index`` the ignored positions are left
@@ -75,8 +80,8 @@ class BatchStats:
         residual_sq: R, the mean squared norm of the output gradients r_i = d l_i / d z_i.
         alpha_eff: sum ||r_i||^2 / sum (1 - e^{-l_i})^2 for softmax CE; NaN for other losses
             (and when every l_i = 0).
-        batch_size: n, the number of samples (positions for K-dimensional CE), over all ranks
-            under torch.distributed.
+        batch_size: n, the number of samples (positions for K-dimensional CE, logits for BCE),
+            over all ranks under torch.distributed.
     """
 
     loss: float
@@ -356,6 +361,13 @@ class InstrumentedLoss(nn.Module):
 
     def _elementwise(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         per = self._per_sample(z, y)
+        if self.kind == "bce":  # each logit is a sample (module docstring)
+            per = per.reshape(-1)
+            loss = per.sum() / per.shape[0]
+            with torch.no_grad():  # r = sigmoid(z) - y, written stably for hard labels
+                d = ((1 - y) * torch.sigmoid(z) - y * torch.sigmoid(-z)).reshape(-1)
+                self._record(per, loss.detach(), d.dot(d), None)
+            return loss
         C = z[0].numel() if z.dim() > 1 else 1  # outputs per sample
         if per.dim() > 1:
             per = per.flatten(1).mean(1)
@@ -363,11 +375,8 @@ class InstrumentedLoss(nn.Module):
         with torch.no_grad():
             if self.kind == "mse":  # ||r_i||^2 = (4/C^2) ||z_i - y_i||^2 = (4/C) l_i
                 res = per.sum() * (4.0 / C)
-            elif self.kind == "mae":  # ||r_i||^2 = #{c: z_ic != y_ic} / C^2
+            else:  # mae: ||r_i||^2 = #{c: z_ic != y_ic} / C^2
                 res = (z != y).sum() / C**2
-            else:  # bce: r = (sigmoid(z) - y) / C, written stably for hard labels
-                d = ((1 - y) * torch.sigmoid(z) - y * torch.sigmoid(-z)).reshape(-1)
-                res = d.dot(d) / C**2
             self._record(per, loss.detach(), res, None)
         return loss
 

@@ -289,28 +289,20 @@ class Prior:
                 without the setting a law needs, an empty folder (naming run and field).
         """
         if isinstance(runs, str | os.PathLike):
-            folder = Path(runs)
-            if not folder.is_dir():
+            if not Path(runs).is_dir():
                 raise InvalidArgumentError(
-                    f"runs={str(folder)!r} is not a folder; pass a folder of trajectory files "
+                    f"runs={str(runs)!r} is not a folder; pass a folder of trajectory files "
                     "or fit JSONs, or a list of trajectories."
                 )
-            jsons = sorted(folder.glob("*.json"))
-            trajs = sorted(
-                p for p in folder.iterdir() if p.suffix.lower() in (".csv", ".parquet", ".pq")
+            return cls.from_path(
+                runs,
+                model,
+                per_run=per_run,
+                depends=depends,
+                max_points=max_points,
+                min_spread=min_spread,
+                **fit_options,
             )
-            if jsons and not trajs:
-                return cls.from_fit_files(jsons, model, min_spread=min_spread)
-            if not trajs:
-                raise DataError(
-                    f"folder {str(folder)!r} holds no trajectory (.csv/.parquet) or fit (.json) "
-                    "files; write runs with Trajectory.write or save fits with to_json."
-                )
-            items: dict[str, Any] = {}
-            for p in trajs:
-                t = Trajectory.read(p)
-                items[t.meta.name or p.stem] = t
-            runs = items
         m = prior_model(model)
         named = _named_runs(runs, m)
         check_runs(named, depends)
@@ -468,7 +460,7 @@ class Prior:
             data = _read_json(p)
             if isinstance(data, Mapping) and data.get("format") == FORMAT:
                 return cls.from_dict(data, source=repr(str(p)))
-            return cls.from_fit_files([p], model)
+            return cls.from_fit_files([p], model, min_spread=options.get("min_spread", 0.02))
         files = [
             f
             for f in sorted(p.iterdir()) + sorted(p.glob("*/trajectory.csv"))
@@ -478,7 +470,7 @@ class Prior:
         jsons = [f for f in files if f.suffix.lower() == ".json"]
         if not trajs:
             if jsons:
-                return cls.from_fit_files(jsons, model)
+                return cls.from_fit_files(jsons, model, min_spread=options.get("min_spread", 0.02))
             raise DataError(
                 f"folder {str(p)!r} holds no trajectory (.csv/.parquet, or */trajectory.csv) or "
                 "fit (.json) files besides the run being fitted."

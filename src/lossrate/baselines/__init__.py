@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import InvalidArgumentError
 from .._model import CurveModel
+from .._registry import Registry
 from .momentum import MomentumLaw
 from .mpl_fit import fit_multipower_converged, fit_multipower_published
 from .multipower import MultiPowerLaw
@@ -36,29 +36,16 @@ __all__ = [
     "get_baseline",
 ]
 
-_REGISTRY: dict[str, type[CurveModel]] = {
-    cls.name: cls for cls in (PowerSteps, PowerS, Exponential, MomentumLaw, MultiPowerLaw)
-}
+_REGISTRY: Registry[CurveModel] = Registry("baseline", CurveModel, "settings")
+for _cls in (PowerSteps, PowerS, Exponential, MomentumLaw, MultiPowerLaw):
+    _REGISTRY.register(_cls)
 
 
 def available_baselines() -> list[str]:
     """Registered peer names."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_baseline(name: str | CurveModel, **settings: Any) -> CurveModel:
     """A peer instance by name with its fixed settings (e.g. ``decay=0.999``), or the instance."""
-    if isinstance(name, CurveModel):
-        if settings:
-            raise InvalidArgumentError(
-                f"settings {sorted(settings)} given with a model instance; set them on the instance."
-            )
-        return name
-    if name not in _REGISTRY:
-        raise InvalidArgumentError(
-            f"baseline={name!r} is not known; choose one of {', '.join(available_baselines())}."
-        )
-    try:
-        return _REGISTRY[name](**settings)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"baseline {name!r}: bad settings {settings}: {exc}") from None
+    return _REGISTRY.get(name, **settings)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .._errors import InvalidArgumentError
+from .._registry import Registry
 
 __all__ = ["Closure", "available_closures", "get_closure", "register_closure"]
 
@@ -85,43 +86,28 @@ class Closure(ABC):
         )
 
 
-_REGISTRY: dict[str, type[Closure]] = {}
+_REGISTRY: Registry[Closure] = Registry("closure", Closure)
+
+
 C = TypeVar("C", bound=type[Closure])
 
 
 def register_closure(cls: C) -> C:
     """Class decorator: make ``cls`` available by ``cls.name`` in :func:`get_closure`."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'.")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)  # type: ignore[no-any-return]
 
 
 def _overriding(method: str) -> list[str]:
     """Registered closure names whose class overrides ``Closure.<method>``."""
     base = getattr(Closure, method)
-    return [name for name, cls in sorted(_REGISTRY.items()) if getattr(cls, method) is not base]
+    return [name for name, cls in _REGISTRY.items() if getattr(cls, method) is not base]
 
 
 def available_closures() -> list[str]:
     """Registered closure names."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_closure(closure: str | Closure, **params: Any) -> Closure:
     """A closure instance from a registered name and parameters (or the instance itself)."""
-    if isinstance(closure, Closure):
-        if params:
-            raise InvalidArgumentError(
-                f"parameters {sorted(params)} given with a closure instance; set them on the instance."
-            )
-        return closure
-    if closure not in _REGISTRY:
-        raise InvalidArgumentError(
-            f"closure={closure!r} is not known; choose one of {', '.join(available_closures())} "
-            "or pass a Closure instance."
-        )
-    try:
-        return _REGISTRY[closure](**params)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"closure {closure!r}: bad parameters {params}: {exc}") from None
+    return _REGISTRY.get(closure, **params)

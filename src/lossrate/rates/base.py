@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from .._errors import InvalidArgumentError
+from .._registry import Registry
 
 __all__ = ["RateModel", "available_rates", "get_rate", "register_rate"]
 
@@ -45,37 +46,20 @@ class RateModel(ABC):
         return np.inf
 
 
-_REGISTRY: dict[str, type[RateModel]] = {}
+_REGISTRY: Registry[RateModel] = Registry("rate", RateModel)
 R = TypeVar("R", bound=type[RateModel])
 
 
 def register_rate(cls: R) -> R:
     """Class decorator: make ``cls`` available by ``cls.name`` in :func:`get_rate`."""
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a non-empty class attribute 'name'.")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return _REGISTRY.register(cls)  # type: ignore[no-any-return]
 
 
 def available_rates() -> list[str]:
     """Registered rate-model names."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_rate(rate: str | RateModel, **params: Any) -> RateModel:
     """A rate-model instance from a registered name and parameters (or the instance itself)."""
-    if isinstance(rate, RateModel):
-        if params:
-            raise InvalidArgumentError(
-                f"parameters {sorted(params)} given with a rate instance; set them on the instance."
-            )
-        return rate
-    if rate not in _REGISTRY:
-        raise InvalidArgumentError(
-            f"rate={rate!r} is not known; choose one of {', '.join(available_rates())} "
-            "or pass a RateModel instance."
-        )
-    try:
-        return _REGISTRY[rate](**params)
-    except TypeError as exc:
-        raise InvalidArgumentError(f"rate {rate!r}: bad parameters {params}: {exc}") from None
+    return _REGISTRY.get(rate, **params)

@@ -85,3 +85,27 @@ def test_large_joint_jacobian_is_sparse_and_fit_agrees_with_dense(monkeypatch) -
         b = predict(dense_fit, run=name).loss
         # within the data's own 0.3 % noise (the first steps, a steep extrapolation, differ most)
         assert np.sqrt(np.mean((a / b - 1) ** 2)) < 1.5e-3, name
+
+
+def test_analytic_jacobian_of_the_multipower_law_matches_differences() -> None:
+    """The engine uses a model's own derivatives (curve_and_jacobian) through the parameter
+    map: the same matrix as forward differences, for a single and a joint fit with a prior."""
+    from lossrate.baselines.multipower import MultiPowerLaw
+
+    runs = _runs(3, n_points=200)
+    model = MultiPowerLaw()
+    for names, per_run in ((["r0"], ()), (list(runs), ("L0", "A"))):
+        pm = ParamMap(model, [runs[n] for n in names], names, per_run=per_run)
+        prob = engine._Problem(pm, True, {"beta": (0.5, 0.2)})
+        assert prob.analytic()
+        z = pm.clip(pm.start([dict(model.guesses(runs[n])[0]) for n in names]))
+        J = prob.analytic_jacobian(z)
+        J = J.toarray() if sparse.issparse(J) else J
+        f0 = prob.residuals(z)
+        ref = np.empty_like(J)
+        for j in range(z.size):
+            h = 1e-7 * max(1.0, abs(z[j]))
+            zz = z.copy()
+            zz[j] += h
+            ref[:, j] = (prob.residuals(zz) - f0) / h
+        np.testing.assert_allclose(J, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())

@@ -299,6 +299,55 @@ class _Problem:
         self.__dict__["_struct_for"] = (tuple(self.sizes), out)
         return out
 
+    def analytic(self) -> bool:
+        """The model gives its own Jacobian (``curve_and_jacobian``, columns in the order of
+        its params) and no parameter follows a law: then :meth:`analytic_jacobian` serves."""
+        return callable(getattr(self.model, "curve_and_jacobian", None)) and all(
+            rule[0] != "law" for rules in self.pmap.rules for rule in rules.values()
+        )
+
+    def analytic_jacobian(
+        self,
+        z: np.ndarray,
+        targets: Sequence[np.ndarray] | None = None,
+        prior_mu: np.ndarray | None = None,
+    ) -> np.ndarray | sparse.csr_matrix:
+        """d residuals / d z from the model's own derivatives by the chain rule through the
+        parameter map (a log-scaled coordinate contributes theta d/dtheta). Rows where the
+        model is not finite get 0 (their residual is the constant ``_BIG``)."""
+        pm = self.pmap
+        rows, cols, vals = [], [], []
+        offset = 0
+        for r, (theta, run, steps, sd) in enumerate(
+            zip(pm.thetas(z), pm.runs, self.steps, self.sd)
+        ):
+            with np.errstate(all="ignore"):
+                m, Jm = self.model.curve_and_jacobian(theta, run, steps, jacobian=True)
+                m = np.asarray(m, dtype=float)
+                d = np.asarray(Jm, dtype=float) / (m[:, None] if self.log else 1.0)
+                d = d / sd[:, None]
+            bad = ~np.isfinite(m) | (m <= 0 if self.log else False) | ~np.isfinite(d).all(axis=1)
+            d[bad] = 0.0
+            idx = np.arange(offset, offset + steps.size)
+            for c, name in enumerate(pm.order):
+                rule = pm.rules[r][name]
+                if rule[0] != "free":
+                    continue
+                j = rule[1]
+                scale = theta[name] if pm.free[j].log else 1.0
+                rows.append(idx)
+                cols.append(np.full(idx.size, j))
+                vals.append(d[:, c] * scale)
+            offset += steps.size
+        rows.append(offset + np.arange(self.prior_idx.size))
+        cols.append(self.prior_idx)
+        vals.append(1.0 / self.prior_sd)
+        shape = (offset + self.prior_idx.size, z.size)
+        J = sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape
+        )  # duplicate (row, column) entries add up
+        return J.toarray() if shape[0] * shape[1] <= _DENSE_MAX else J
+
     def effective_k(self) -> int:
         """Coordinates a Jacobian costs evaluations for: the colours of a structured joint
         fit, else every free coordinate (evaluation budgets scale with it)."""
@@ -388,9 +437,16 @@ def _least_squares(
         x_scale="jac",
         method="trf",
         max_nfev=max_nfev,
-        jac=prob.jacobian if prob._structure() is not None else "2-point",
+        jac=_jac_for(prob),
         kwargs={"targets": targets, "prior_mu": prior_mu},
     )
+
+
+def _jac_for(prob: _Problem) -> Any:
+    """The model's own derivatives when it has them, else grouped or plain differences."""
+    if prob.analytic():
+        return prob.analytic_jacobian
+    return prob.jacobian if prob._structure() is not None else "2-point"
 
 
 class _SVD:

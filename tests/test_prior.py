@@ -221,3 +221,26 @@ def test_bad_arguments():
     with pytest.raises(InvalidArgumentError, match="folder"):
         Prior.from_runs("/nonexistent/folder/xyz", "momentum")
     assert RunMeta  # imported for the type
+
+
+def test_from_path_reads_run_folders_and_fit_files_and_excludes_the_target(tmp_path):
+    """Prior.from_path: */trajectory.csv run folders (as `lossrate train` writes them), one
+    fit JSON, and the exclusion of the run being fitted."""
+    from lossrate.fit import fit
+
+    runs = {}
+    for i, (eta, shape) in enumerate(((0.2, "constant"), (0.4, "wsd"), (0.3, "cosine"))):
+        r, _ = make_run(f"run{i}", eta, shape, seed=40 + i, every=25)
+        (tmp_path / f"run{i}").mkdir()
+        r.traj.write(tmp_path / f"run{i}" / "trajectory.csv")
+        runs[f"run{i}"] = r
+    target = tmp_path / "run2" / "trajectory.csv"
+    prior = Prior.from_path(tmp_path, "momentum", exclude=[target], max_points=60)
+    assert sorted(prior.source_names) == ["run0", "run1"]
+    res = fit(runs["run0"], "momentum", bootstrap=0)
+    one = tmp_path / "fit.json"
+    one.write_text(res.to_json())
+    from_file = Prior.from_path(one, "momentum")
+    assert from_file.params["A"].centre == pytest.approx(np.log(res.params["A"]))
+    with pytest.raises(InvalidArgumentError, match="the run being fitted"):
+        Prior.from_path(one, "momentum", exclude=[one])

@@ -153,6 +153,10 @@ def figure(runs: dict[str, RunData], target: str, hold_out, out: Path) -> None:
     print(f"figure: {out}")
 
 
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["25M", "100M", "400M"])
@@ -178,6 +182,7 @@ def main() -> None:
             modes=MODES,
             prior_options={"max_points": 200},
             fit_options={"bootstrap": 40},
+            progress=_progress,
         )
         table = summarise(rows)
         _print(table, "mpl curves, prior from the other model sizes")
@@ -198,6 +203,7 @@ def main() -> None:
                 modes=MODES,
                 prior_options={"max_points": 150},
                 fit_options={"bootstrap": 40},
+                progress=_progress,
             )
             table = summarise(rows)
             _print(table, f"sweep {base}: leave-one-run-out")

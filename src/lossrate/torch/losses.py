@@ -8,8 +8,10 @@ For a batch with outputs z_i and per-sample losses l_i (i = 1..n) the wrapper re
     alpha   = sum_i ||r_i||^2 / sum_i (1 - e^{-l_i})^2     (softmax CE only, else NaN)
 
 The per-sample losses come from the torch loss at ``reduction='none'`` (so the returned
-mean is exactly the usual mean loss and its graph is the usual graph); r_i is computed
-*analytically* from the outputs under ``torch.no_grad`` (no extra backward pass):
+mean is exactly the usual mean loss and its graph is the usual graph; for the built-in CE
+the returned loss *is* torch's fused mean-reduced cross-entropy, and the per-sample losses
+are computed without a graph); r_i is computed *analytically* from the outputs under
+``torch.no_grad`` (no extra backward pass):
 
 ========  ===================================  ==============================================
 loss      l_i                                  r_i
@@ -313,14 +315,28 @@ class InstrumentedLoss(nn.Module):
             z, y = z.unsqueeze(0), y.unsqueeze(0)
         C = z.shape[1]
         soft = y.is_floating_point()
-        per = self._per_sample(z, y)
         keep = None
-        if self.ignore_index is not None and not soft:  # torch's mean over kept positions
+        if self.ignore_index is not None and not soft:
             keep = (y != self.ignore_index).reshape(-1)
-            count = int(keep.sum())
-            loss = per.sum() / count if count else per.sum() * math.nan
+        if self.loss_fn is None:
+            # the graph is torch's own fused mean (no per-sample graph to differentiate
+            # through: that doubled the loss's share of the step); the per-sample losses are
+            # for the statistics only and need no graph
+            loss = F.cross_entropy(
+                z,
+                y,
+                label_smoothing=self.label_smoothing,
+                ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            )
+            with torch.no_grad():
+                per = _torch_ce(self, z, y)
         else:
-            loss = per.sum() / per.numel()  # = per.mean(), cheaper on CPU
+            per = self._per_sample(z, y)
+            if keep is not None:  # torch's mean over kept positions
+                count = int(keep.sum())
+                loss = per.sum() / count if count else per.sum() * math.nan
+            else:
+                loss = per.sum() / per.numel()  # = per.mean(), cheaper on CPU
         with torch.no_grad():
             zd = z  # no_grad: nothing below is recorded, no detach needed
             if zd.dtype in (torch.float16, torch.bfloat16):

@@ -244,3 +244,54 @@ def test_from_path_reads_run_folders_and_fit_files_and_excludes_the_target(tmp_p
     assert from_file.params["A"].centre == pytest.approx(np.log(res.params["A"]))
     with pytest.raises(InvalidArgumentError, match="the run being fitted"):
         Prior.from_path(one, "momentum", exclude=[one])
+
+
+def test_wald_errors_equal_least_squares_errors_of_a_linear_model():
+    """With A and alpha held, the momentum law on L (not ln L) is linear in L0 and C: the
+    Wald errors must equal the ordinary least-squares standard errors."""
+    from lossrate import Schedule, Trajectory
+    from lossrate.fit import fit
+    from lossrate.fitting.engine import wald_se
+
+    sched = Schedule.make("wsd", peak=0.1, n_steps=801, warmup=10, decay_start=600, final=0.0)
+    steps = np.arange(10, 801, 5)
+    S1 = sched.S(steps)
+    base = Trajectory.from_arrays(np.ones(steps.size), step=steps, lr=sched.at(steps))
+    run = RunData(base, sched)
+    from lossrate.baselines.momentum import MomentumLaw
+
+    S2 = MomentumLaw().areas(run, steps)[1]
+    y = 1.0 + 2.0 * S1**-0.5 - 0.001 * S2 + np.random.default_rng(5).normal(0, 0.01, steps.size)
+    res = fit(
+        RunData(base.replace(loss=y), sched),
+        "momentum",
+        fix={"A": 2.0, "alpha": 0.5},
+        log=False,
+        weights="none",
+        loss="linear",
+        bootstrap=0,
+    )
+    X = np.column_stack([np.ones(steps.size), -S2])
+    beta, *_ = np.linalg.lstsq(X, y - 2.0 * S1**-0.5, rcond=None)
+    e = y - 2.0 * S1**-0.5 - X @ beta
+    s2 = e @ e / (steps.size - 2)
+    ols = np.sqrt(np.diag(s2 * np.linalg.inv(X.T @ X)))
+    assert res.params["L0"] == pytest.approx(beta[0], rel=1e-6)
+    np.testing.assert_allclose(wald_se(res), ols, rtol=1e-4)
+
+
+def test_prior_falls_back_to_wald_errors_when_the_fit_has_no_intervals(joint):
+    """A joint fit whose bootstrap gave no intervals still yields an informative prior from
+    the Gauss-Newton (Wald) errors."""
+    from lossrate.fitting.engine import wald_se
+
+    se = wald_se(joint)
+    pm = joint.pmap
+    assert np.all(np.isfinite(se) & (se > 0))
+    nan = {k: float("nan") for k in joint.stderr}
+    bare = dataclasses.replace(joint, samples=None, stderr=nan)
+    prior = Prior.from_fit(bare)
+    R = len(pm.runs)
+    for name in ("x_eq", "q", "beta"):
+        j = pm.free_names.index(name)
+        assert prior.params[name].spread == pytest.approx(max(se[j] * math.sqrt(R), 0.02))

@@ -683,6 +683,18 @@ def _floor(s: float, lo: float) -> float:
 
 
 def _search_scale_se(f: Fit) -> np.ndarray:
+    """Standard errors of the free coordinates on the search scale: from the draws (or the
+    reported errors), and the Gauss–Newton (Wald) errors where those are missing (a joint fit
+    whose bootstrap gave no intervals), so that a prior is not left uninformative."""
+    se = _draw_se(f)
+    if not np.all(np.isfinite(se)):
+        from .fitting.engine import wald_se
+
+        se = np.where(np.isfinite(se), se, wald_se(f))
+    return se
+
+
+def _draw_se(f: Fit) -> np.ndarray:
     """Standard errors of the free coordinates on the search scale (from the draws)."""
     pm = f.pmap
     if pm is None:

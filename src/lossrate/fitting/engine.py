@@ -442,6 +442,38 @@ def _least_squares(
     )
 
 
+def wald_se(fit_result: Fit) -> np.ndarray:
+    """Gauss–Newton (Wald) standard errors of the free coordinates, on the search scale, at
+    the optimum: sqrt(diag(s^2 (J^T J)^+)) with s^2 the variance of the standardised
+    residuals (the fit's own data only, no prior terms). A fallback where the bootstrap
+    gave no intervals; a coordinate along a direction the data do not fix gets inf."""
+    pm, z = fit_result.pmap, fit_result.z_hat
+    if pm is None or z is None:
+        raise InvalidArgumentError("this fit carries no parameter map; refit it.")
+    weights = str(fit_result.extra.get("weights", "noise"))
+    prob = _Problem(pm, fit_result.log, None, weights)
+    f0 = prob.residuals(z)
+    if prob._structure() is not None:
+        J: Any = prob.jacobian(z)
+    else:
+        J = np.empty((f0.size, z.size))
+        for j in range(z.size):
+            h = _FD_STEP * max(1.0, abs(z[j]))
+            h = -h if z[j] + h > pm.upper[j] else h
+            zz = z.copy()
+            zz[j] += h
+            J[:, j] = (prob.residuals(zz) - f0) / h
+    if not _SVD.finite(J):
+        return np.full(z.size, np.inf)
+    dec = _SVD(J)
+    s2 = float(np.sum(f0**2)) / max(f0.size - z.size, 1)
+    keep = dec.sv > (dec.sv[0] * 1e-8 if dec.sv.size and dec.sv[0] > 0 else np.inf)
+    vt = dec.vt
+    var = np.sum((vt[keep] / dec.sv[keep, None]) ** 2, axis=0) * s2
+    loose = np.any(np.abs(vt[~keep]) > 1e-3, axis=0) if (~keep).any() else np.zeros(z.size, bool)
+    return np.where(loose, np.inf, np.sqrt(var))
+
+
 def _jac_for(prob: _Problem) -> Any:
     """The model's own derivatives when it has them, else grouped or plain differences."""
     if prob.analytic():

@@ -49,12 +49,10 @@ _SCREEN = 4  # function evaluations per parameter when screening a start
 _POLISH = 2  # screened starts run to convergence
 _POLISH_NFEV = 40  # their evaluation budget per parameter
 _EXTRA_ROUNDS = 3  # further budgets for a fit still improving when its budget ran out
-_SCREEN_POINTS = 600
+_SCREEN_POINTS = 600  # starts are screened on at most this many points
 _SPARSE_DENSITY = 0.5  # joint fits whose Jacobian has at most this fill use its sparsity
 _DENSE_MAX = 2_000_000  # a grouped Jacobian with more entries stays sparse (LSMR steps)
-_FD_STEP = float(
-    np.sqrt(np.finfo(float).eps)
-)  # relative forward-difference step  # starts are screened on at most this many points
+_FD_STEP = float(np.sqrt(np.finfo(float).eps))  # relative forward-difference step
 _BOOT_NFEV = 15  # evaluation budget per parameter of one bootstrap refit
 _BOOT_BUDGET_S = 5.0  # refit bootstrap only when its estimated time is below this
 _LINEAR_DRAWS = 200  # replicates of the linearised bootstrap with bootstrap=0
@@ -354,6 +352,11 @@ class _Problem:
         st = self._structure()
         return self.pmap.n_free if st is None else len(st[1])
 
+    def _one_by_one(self) -> tuple[list[np.ndarray], list[list[int]]]:
+        """The trivial colouring: every coordinate alone, moving every row."""
+        every = np.arange(self.n + self.prior_idx.size)
+        return [every] * self.pmap.n_free, [[j] for j in range(self.pmap.n_free)]
+
     def jacobian(
         self,
         z: np.ndarray,
@@ -362,9 +365,10 @@ class _Problem:
     ) -> np.ndarray | sparse.csr_matrix:
         """Forward-difference Jacobian of :meth:`residuals` that perturbs a colour of
         coordinates at once (see :meth:`_structure`): about (shared + per-run parameters)
-        residual evaluations instead of one per coordinate. Dense when small (the exact
-        trust-region solver), sparse CSR when large (LSMR)."""
-        rows, colours = self._structure()  # type: ignore[misc]
+        residual evaluations instead of one per coordinate (one per coordinate when the
+        pattern is dense). Dense when small (the exact trust-region solver), sparse CSR when
+        large (LSMR)."""
+        rows, colours = self._structure() or self._one_by_one()
         upper = self.pmap.upper
         f0 = self.residuals(z, targets, prior_mu)
         h = _FD_STEP * np.maximum(1.0, np.abs(z))
@@ -453,16 +457,7 @@ def wald_se(fit_result: Fit) -> np.ndarray:
     weights = str(fit_result.extra.get("weights", "noise"))
     prob = _Problem(pm, fit_result.log, None, weights)
     f0 = prob.residuals(z)
-    if prob._structure() is not None:
-        J: Any = prob.jacobian(z)
-    else:
-        J = np.empty((f0.size, z.size))
-        for j in range(z.size):
-            h = _FD_STEP * max(1.0, abs(z[j]))
-            h = -h if z[j] + h > pm.upper[j] else h
-            zz = z.copy()
-            zz[j] += h
-            J[:, j] = (prob.residuals(zz) - f0) / h
+    J = prob.analytic_jacobian(z) if prob.analytic() else prob.jacobian(z)
     if not _SVD.finite(J):
         return np.full(z.size, np.inf)
     dec = _SVD(J)
@@ -490,8 +485,7 @@ class _SVD:
     above ~1e-7 of the largest that the covariance and the linearised bootstrap use."""
 
     def __init__(self, J: Any) -> None:
-        self.sparse = sparse.issparse(J)
-        if self.sparse:
+        if sparse.issparse(J):
             self.J = J
             gram = np.asarray((J.T @ J).toarray(), dtype=float)
             w, v = np.linalg.eigh(gram)

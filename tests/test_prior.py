@@ -198,6 +198,13 @@ def test_prior_without_decay_warns_and_widens():
     with pytest.warns(DecayNotIdentifiedWarning, match="not identified"):
         pred = predict_with_prior(f, target.traj.step)
     assert any("not identified" in w for w in pred.warnings)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warn=False: no Python warning, the same prediction
+        quiet = predict_with_prior(f, target.traj.step, warn=False)
+    assert quiet.warnings == pred.warnings
+    np.testing.assert_array_equal(quiet.upper, pred.upper)
     from lossrate.fit import predict
 
     plain = predict(f, target.traj.step)

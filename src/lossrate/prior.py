@@ -586,9 +586,11 @@ def predict_with_prior(
     *,
     schedule: Schedule | None = None,
     level: float | None = None,
+    warn: bool = True,
 ) -> Prediction:
     """:func:`lossrate.predict` for a fit made by :func:`fit_with_prior`, flagging decays the
-    prior cannot know.
+    prior cannot know (any other fit is predicted as :func:`lossrate.predict` does).
+    ``warn=False`` keeps the warning in ``Prediction.warnings`` only, not as a Python warning.
 
     When none of the prior's runs decayed and the predicted schedule decays (its lr falls
     below 90 % of its peak after the peak), this warns (:class:`DecayNotIdentifiedWarning`),
@@ -617,7 +619,8 @@ def predict_with_prior(
         f"loss drop of the decay from step {start} is not identified; the interval there is "
         "widened to span no gain to twice the predicted gain."
     )
-    warnings.warn(msg, DecayNotIdentifiedWarning, stacklevel=2)
+    if warn:
+        warnings.warn(msg, DecayNotIdentifiedWarning, stacklevel=2)
     flat = Schedule(np.where(np.arange(lr.size) >= peak_at, lr[peak_at], lr), sched.name)
     base = predict(fit_result, pred.step, schedule=flat, level=level)
     gain = np.abs(base.loss - pred.loss)

@@ -173,13 +173,10 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         end = schedule.n_steps if schedule is not None else int(traj.step[-1])
         steps = np.arange(first, end + 1) if schedule is not None else traj.step
         if with_prior:
-            import warnings
-
             from ..prior import predict_with_prior
 
-            with warnings.catch_warnings():  # kept in pred.warnings, printed below
-                warnings.simplefilter("ignore")
-                pred = predict_with_prior(f, steps, schedule=schedule, level=args.level)
+            # the warning is kept in pred.warnings and printed below
+            pred = predict_with_prior(f, steps, schedule=schedule, level=args.level, warn=False)
         else:
             pred = predict(f, steps, schedule=schedule, level=args.level)
         st.advance("predict")

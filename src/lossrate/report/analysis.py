@@ -197,13 +197,9 @@ def analyze(
     )
     done("fit")
     if prior is not None:
-        import warnings
-
         from ..prior import predict_with_prior
 
-        with warnings.catch_warnings():  # the warning is kept in pred.warnings
-            warnings.simplefilter("ignore")
-            pred = predict_with_prior(f, traj.step)  # type: ignore[arg-type]
+        pred = predict_with_prior(f, traj.step, warn=False)  # type: ignore[arg-type]
     else:
         pred = predict(f, traj.step)
     done("predict")

@@ -109,3 +109,41 @@ def test_analytic_jacobian_of_the_multipower_law_matches_differences() -> None:
             zz[j] += h
             ref[:, j] = (prob.residuals(zz) - f0) / h
         np.testing.assert_allclose(J, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_thinned_problem_keeps_residual_units_and_prior_balance() -> None:
+    runs = _runs(2, n_points=3000)
+    prob = _problem(runs, prior={"C": (0.1, 0.05)})
+    sub = prob.thinned(600)
+    z = prob.pmap.clip(prob.pmap.start([dict(MomentumLaw().guesses(r)[0]) for r in runs.values()]))
+    full, thin = prob.residuals(z), sub.residuals(z)
+    m = sub.stride
+    assert m == 10
+    # data residuals are the full problem's at the kept rows, in the same (noise sd) units
+    np.testing.assert_allclose(thin[: sub.n], full[: prob.n][sub.rows], rtol=1e-12)
+    # the prior term is weakened by the thinning factor, like the data sum
+    np.testing.assert_allclose(thin[sub.n :] ** 2 * m, full[prob.n :] ** 2, rtol=1e-12)
+
+
+def test_misfit_increase_matches_the_exact_sum_on_all_points() -> None:
+    # one run of 6,000 points: the replicate check evaluates the model on 1,000 of them
+    runs = _runs(1, n_points=6000)
+    prob = _problem(runs)
+    pm = prob.pmap
+    z0 = pm.clip(pm.start([dict(MomentumLaw().guesses(r)[0]) for r in runs.values()]))
+    best = engine._least_squares(prob, z0, "linear", 1.0)
+    inc = engine._MisfitIncrease(prob, best, prob.n)
+    assert inc.check is not prob and inc.check.n < 1100  # thinned
+    r0 = best.fun[: prob.n]
+    # steps along the well- and the poorly-determined directions, from inside the
+    # likelihood region (increase ~ 1) to far outside it (~1e4): the model is nonlinear there
+    _, sv, vt = np.linalg.svd(best.jac, full_matrices=False)
+    seen = []
+    for j in (1, vt.shape[0] - 1):
+        for size in (1.0, 5.0, 30.0, 100.0):
+            z = np.clip(best.x + size * vt[j] / sv[j], pm.lower, pm.upper)
+            r = prob.residuals(z)[: prob.n]
+            exact = float(r @ r - r0 @ r0)
+            seen.append(exact)
+            assert inc(z) == pytest.approx(exact, rel=0.03, abs=0.3)
+    assert min(seen) < 3 and max(seen) > 1e3

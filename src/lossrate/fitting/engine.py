@@ -58,6 +58,7 @@ _BOOT_BUDGET_S = 5.0  # refit bootstrap only when its estimated time is below th
 _LINEAR_DRAWS = 200  # replicates of the linearised bootstrap with bootstrap=0
 _MIN_SV = 0.1  # singular-value floor of the linearised bootstrap (standardised residual units)
 _REGION = 0.999  # linearised replicates must stay inside this likelihood region (chi^2_k)
+_CHECK_POINTS = 1000  # linearised replicates are checked on at most this many points
 _HALVINGS = 8  # step halvings tried to bring a linearised replicate into the region
 
 
@@ -251,10 +252,15 @@ class _Problem:
         keep = [np.unique(np.r_[np.arange(0, y.size, m), y.size - 1]) for y in self.obs]
         sub.steps = [s[i] for s, i in zip(self.steps, keep)]
         sub.obs = [y[i] for y, i in zip(self.obs, keep)]
-        # thinning by m keeps the balance between runs and against the priors
-        sub.sd = [sd[i] * np.sqrt(m) for sd, i in zip(self.sd, keep)]
+        # residuals stay in noise-sd units (the robust loss's scale); the prior terms are
+        # weakened by the same factor m as the data, so their balance holds (sum ~ 1/m)
+        sub.sd = [sd[i] for sd, i in zip(self.sd, keep)]
+        sub.prior_sd = self.prior_sd * np.sqrt(m)
         sub.sizes = [y.size for y in sub.obs]
         sub.n = int(sum(sub.sizes))
+        starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        sub.rows = np.concatenate([i + o for i, o in zip(keep, starts)])  # rows of the full data
+        sub.stride = m
         return sub
 
     def _structure(self) -> tuple[list[np.ndarray], list[list[int]]] | None:
@@ -357,6 +363,11 @@ class _Problem:
         every = np.arange(self.n + self.prior_idx.size)
         return [every] * self.pmap.n_free, [[j] for j in range(self.pmap.n_free)]
 
+    def raw_jacobian(self, z: np.ndarray) -> np.ndarray | sparse.csr_matrix:
+        """d residuals / d z at ``z`` (the model's own derivatives, else differences): the plain
+        Jacobian, where least_squares reports one modified by the robust loss."""
+        return self.analytic_jacobian(z) if self.analytic() else self.jacobian(z)
+
     def jacobian(
         self,
         z: np.ndarray,
@@ -457,7 +468,7 @@ def wald_se(fit_result: Fit) -> np.ndarray:
     weights = str(fit_result.extra.get("weights", "noise"))
     prob = _Problem(pm, fit_result.log, None, weights)
     f0 = prob.residuals(z)
-    J = prob.analytic_jacobian(z) if prob.analytic() else prob.jacobian(z)
+    J = prob.raw_jacobian(z)
     if not _SVD.finite(J):
         return np.full(z.size, np.inf)
     dec = _SVD(J)
@@ -927,6 +938,43 @@ def _identifiability_notes(cov: np.ndarray | None, names: list[str]) -> list[str
     return out
 
 
+class _MisfitIncrease:
+    """sum r(z)^2 - sum r(z_hat)^2 over the data rows: how much worse a linearised bootstrap
+    replicate z fits the data than the optimum.
+
+    On a problem of at most ``_CHECK_POINTS`` points it is computed exactly. On a larger one
+    the model is evaluated on every m-th point only (a sum m times smaller), corrected by the
+    exact linear part: increase = lin_all + (thin - lin_thin), with lin the increase the
+    Jacobian at the optimum predicts (2 r0.Jd + |Jd|^2, d = z - z_hat). The correction is the
+    whole answer for a model linear over the step and leaves only the smooth nonlinear
+    remainder to the thinned sum, whose noise-driven cross term 2 r0.Jd would otherwise
+    swamp the chi^2 limit.
+    """
+
+    def __init__(self, prob: _Problem, best: Any, n_data: int) -> None:
+        self.prob = prob
+        self.check = prob.thinned(_CHECK_POINTS)
+        self.z_hat = best.x
+        self.n_data = n_data
+        self.r0 = best.fun[:n_data]
+        self.base = float(self.r0 @ self.r0)
+        if self.check is not prob:
+            self.jac = prob.raw_jacobian(self.z_hat)  # best.jac is scaled by the robust loss
+            self.r0_thin = self.check.residuals(self.z_hat)[: self.check.n]
+            self.base_thin = float(self.r0_thin @ self.r0_thin)
+
+    def __call__(self, z: np.ndarray) -> float:
+        if self.check is self.prob:
+            r = self.prob.residuals(z)[: self.n_data]
+            return float(r @ r) - self.base
+        jd = np.asarray(self.jac @ (z - self.z_hat)).ravel()[: self.n_data]
+        jd_thin = jd[self.check.rows]
+        lin_all = float(2.0 * self.r0 @ jd + jd @ jd)
+        lin_thin = float(2.0 * self.r0_thin @ jd_thin + jd_thin @ jd_thin)
+        r = self.check.residuals(z)[: self.check.n]
+        return lin_all + self.check.stride * (float(r @ r) - self.base_thin - lin_thin)
+
+
 def _bootstrap(
     prob: _Problem,
     best: Any,
@@ -1003,9 +1051,9 @@ def _bootstrap(
         floor_sv = np.maximum(dec.sv, _MIN_SV)
         pm = prob.pmap
         n_data = prob.n
-        base = float(np.sum(best.fun[:n_data] ** 2))
-        s2 = max(base / max(n_data - k, 1), 1e-300)
+        s2 = max(float(np.sum(best.fun[:n_data] ** 2)) / max(n_data - k, 1), 1e-300)
         limit = float(chi2.ppf(_REGION, k))
+        increase = _MisfitIncrease(prob, best, n_data)
         for es, mu in zip(draws_e, mus):
             r = [e / sd for e, sd in zip(es, prob.sd)]
             if mu is not None:
@@ -1013,8 +1061,7 @@ def _bootstrap(
             step = -dec.vt.T @ (dec.ut(np.concatenate(r)) / floor_sv)
             for _ in range(_HALVINGS):  # shorten the step until it lies in the region
                 z = np.clip(z_hat + step, pm.lower, pm.upper)
-                worse = float(np.sum(prob.residuals(z)[:n_data] ** 2)) - base
-                if worse / s2 <= limit:
+                if increase(z) / s2 <= limit:
                     out.append(z)
                     break
                 step = 0.5 * step

@@ -48,7 +48,7 @@ from .._errors import InvalidArgumentError
 from .._model import CurveModel, Param, RunData
 from ..closures import Closure, Shifted, get_closure
 from ..rates.noise import power_noise_path
-from ..rates.power_law import PowerLaw
+from ..rates.power_law import PowerLaw, power_law_Phi
 from .registry import register_model
 
 __all__ = ["ODE", "ODENoise"]
@@ -258,8 +258,10 @@ class ODE(_Base):
         clo = self._closure(theta, run)
         S = intrinsic_time(run, steps)
         Sa = intrinsic_time(run, run.traj.step[:1])
-        rate = _rate(theta, self.S_ref)
-        dP = rate.Phi(S) - rate.Phi(Sa)
+        beta, S0 = theta["beta"], theta["S0"]
+        rho0 = theta["rho_ref"] * np.exp(beta * np.log1p(self.S_ref / S0))  # as _rate(theta)
+        P = power_law_Phi(rho0, S0, beta, np.concatenate([Sa, np.ravel(S)]))
+        dP = np.reshape(P[1:] - P[0], np.shape(S))
         return np.asarray(clo.G_inv(clo.G(np.asarray(theta["L0"])) - dP), dtype=float)
 
     def components(

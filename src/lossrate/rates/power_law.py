@@ -25,7 +25,13 @@ import numpy as np
 from ._params import expm1_over, log1p_over, param
 from .base import RateModel, register_rate
 
-__all__ = ["PowerLaw"]
+__all__ = ["PowerLaw", "power_law_Phi"]
+
+
+def power_law_Phi(phi0: Any, t0: Any, beta: Any, t: Any) -> np.ndarray:
+    """Phi(t) of the F1 law (module docstring), unchecked: the fitting engine's hot path."""
+    y = np.log1p(np.asarray(t, dtype=float) / t0)
+    return phi0 * t0 * y * expm1_over((1.0 - beta) * y)
 
 
 @register_rate
@@ -63,9 +69,7 @@ class PowerLaw(RateModel):
         return self.phi0 * np.exp(-self.beta * np.log1p(t / self.t0))
 
     def Phi(self, t: Any) -> np.ndarray:
-        y = np.log1p(np.asarray(t, dtype=float) / self.t0)
-        z = (1.0 - self.beta) * y
-        return self.phi0 * self.t0 * y * expm1_over(z)
+        return power_law_Phi(self.phi0, self.t0, self.beta, t)
 
     def Phi_inv(self, P: Any) -> np.ndarray:
         P = np.asarray(P, dtype=float)

@@ -30,7 +30,7 @@ from lossrate._model import RunData  # noqa: E402
 from lossrate.readers.mpl import MPL_FIT, MPL_PREDICT, load_mpl  # noqa: E402
 from lossrate.transfer import summarise, transfer_evaluate  # noqa: E402
 
-MODELS = ("ode_noise", "momentum", "multipower")
+MODELS = ("ode_noise", "ode_relax", "momentum", "multipower")
 MODES = {"momentum": "fixed", "multipower": "fixed"}  # the MPL paper's setting for the peers
 
 
@@ -51,15 +51,17 @@ def _print(rows: list[dict], title: str) -> None:
 
 def _goal(rows: list[dict], group: str, k: float) -> None:
     sel = [r for r in rows if r["group"] == group and abs(r["k"] - k) < 1e-9]
-    ode = [r for r in sel if r["model"] == "ode_noise" and r["prior"]]
-    peers = [r for r in sel if r["model"] != "ode_noise" and r["prior"]]
+    ode = [r for r in sel if r["model"].startswith("ode") and r["prior"]]
+    peers = [r for r in sel if not r["model"].startswith("ode") and r["prior"]]
     if not ode or not peers:
         return
     best = min(peers, key=lambda r: r["final_med"])
+    ode = [min(ode, key=lambda r: r["final_med"])]
     ratio = ode[0]["final_med"] / best["final_med"]
     verdict = "MET" if ratio <= 0.5 else "MISSED"
     print(
-        f"goal ({group}, k={k:g}): ODE+prior median {100 * ode[0]['final_med']:.2f}% vs best peer "
+        f"goal ({group}, k={k:g}): ODE+prior ({ode[0]['model']}) median "
+        f"{100 * ode[0]['final_med']:.2f}% vs best peer "
         f"+prior ({best['model']}) {100 * best['final_med']:.2f}%: ratio {ratio:.2f} "
         f"(<= 0.5 wanted) {verdict}"
     )

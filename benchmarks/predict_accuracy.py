@@ -15,13 +15,14 @@ Prints, in one run:
    steps each); each is generated once into ``--cache`` when absent;
 4. the time to fit one 10,000-point curve.
 
-Models: ``ode`` and ``ode_noise`` (this library's fitting engine: soft-L1 on standardised
+Models: ``ode``, ``ode_noise`` and ``ode_relax`` (this library's fitting engine: soft-L1 on standardised
 log residuals), the peers fitted by the same engine with their own recipe (Huber on raw log
 residuals, delta = 1e-3), and the multi-power law by its authors' early-stopped recipe
 (``fit_multipower_published``) and run to convergence (``fit_multipower_converged``, in
 the cross split only: it takes minutes per fit).
 
 Usage: python benchmarks/predict_accuracy.py [--data DIR] [--jobs N] [--quick] [--no-real]
+[--models ode_relax,momentum] [--ks 0.25]
 (--quick: the 400M curves only, k in 25 and 50). Runs in parallel over curves; set
 OPENBLAS_NUM_THREADS yourself to override the one BLAS thread per worker used here.
 """
@@ -50,6 +51,8 @@ from lossrate.readers.mpl import MPL_FIT, MPL_PREDICT, MPL_SIZES, load_mpl  # no
 
 PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
 PEERS = ("power_steps", "power_S", "exponential", "momentum", "multipower")
+#: --models: run only these rows (set before the worker processes fork)
+_ONLY: tuple[str, ...] = ()
 #: the published cross-schedule test metrics (mpl/README.md): R2, MAE, RMSE, PredE, WorstE
 PUBLISHED = {
     "25M": (0.9988, 0.00376, 0.00465, 0.00110, 0.00409),
@@ -62,11 +65,13 @@ def models(cross: bool = False) -> list[Any]:
     """The models compared. ``fit_multipower_converged`` (minutes per fit) only runs in the
     cross split; in the prefix protocol the engine's "multipower" row is the same objective
     (Huber, delta = 1e-3, on log residuals) minimised to convergence by least squares."""
-    out: list[Any] = ["ode", "ode_noise"]
+    out: list[Any] = ["ode", "ode_noise", "ode_relax"]
     out += [(p, p, PEER_RECIPE) for p in PEERS]
     out.append(("mpl_published", fit_multipower_published))
     if cross:
         out.append(("mpl_converged", fit_multipower_converged))
+    if _ONLY:
+        out = [m for m in out if (m if isinstance(m, str) else m[0]) in _ONLY]
     return out
 
 
@@ -196,7 +201,14 @@ def timing() -> str:
     noisy = clean * np.exp(np.random.default_rng(0).normal(0.0, 0.01, n))
     traj = base.replace(loss=noisy)
     lines = ["\ntime to fit one 10,000-point curve (median of 3; bootstrap=0 / bootstrap=200)"]
-    for name, opts in (("ode", {}), ("ode_noise", {}), ("momentum", PEER_RECIPE)):
+    for name, opts in (
+        ("ode", {}),
+        ("ode_noise", {}),
+        ("ode_relax", {}),
+        ("momentum", PEER_RECIPE),
+    ):
+        if _ONLY and name not in _ONLY:
+            continue
         fit(traj.prefix(0.05), name, schedule=sch, bootstrap=0, **opts)  # warm caches/imports
         t_fit, t_boot = [], []
         for _ in range(3):
@@ -225,9 +237,19 @@ def main() -> None:
     )
     ap.add_argument("--skip-mpl", action="store_true", help="skip the mpl curves (1, 2)")
     ap.add_argument("--cache", default="cache", help="where the real runs are generated once")
+    ap.add_argument(
+        "--models", default="", help="comma-separated rows to run only (e.g. ode_relax,momentum)"
+    )
+    ap.add_argument(
+        "--ks", default="", help="comma-separated prefix fractions (default 0.1,0.25,0.5,0.75)"
+    )
     args = ap.parse_args()
+    global _ONLY
+    _ONLY = tuple(m for m in args.models.split(",") if m)
     sizes = ("400M",) if args.quick else MPL_SIZES
     ks = (0.25, 0.5) if args.quick else (0.1, 0.25, 0.5, 0.75)
+    if args.ks:
+        ks = tuple(float(k) for k in args.ks.split(","))
     t0 = time.perf_counter()
     tasks = [(args.data, s, n, ks) for s in sizes for n in MPL_FIT + MPL_PREDICT]
     prefix_rows: list[EvalRow] = []

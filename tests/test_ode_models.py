@@ -184,7 +184,7 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     sch = Schedule(lr)
     steps = np.arange(0, 81)
     run = run_of(sch, steps, loss="other")
-    relax = get_model("ode_relax", closure="power")
+    relax = get_model("ode_relax", closure="power", block=1)
     gf = get_model("ode", closure="power").curve(RELAX, run, steps)
     y_model = (relax.curve(RELAX, run, steps) - gf) / RELAX["B"]  # = -D(s)
     # independent: every mode h relaxes by dy/dS = -h (y - eta(S)), solved numerically step by
@@ -209,6 +209,22 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     np.testing.assert_allclose(y_model, ref, rtol=1e-5, atol=1e-8)
     # the loss falls with the lr, lagging it: partly relaxed by the end
     assert np.all(np.diff(y_model[21:]) < 0) and -(0.1 - 0.02) < y_model[-1] < -0.02
+
+
+@pytest.mark.parametrize("kind", ["cosine", "wsd"])
+def test_ode_relax_lumped_lr_changes_stay_close_to_the_exact_sum(kind: str) -> None:
+    sch = Schedule.make(kind, peak=3e-4, n_steps=6001, warmup=500, final=3e-5, decay_start=4500)
+    steps = np.arange(10, 6001, 5)
+    run = run_of(sch, steps, loss="other")
+    th = {**RELAX, "B": 500.0, "C": 5e-3, "kappa": 0.4, "gamma": 1.2}
+    exact = get_model("ode_relax", block=1).curve(th, run, steps)
+    lumped = get_model("ode_relax", block=16).curve(th, run, steps)
+    gf = get_model("ode").curve(th, run, steps)
+    drop = np.ptp(exact - gf)
+    assert drop > 0.05
+    assert np.max(np.abs(lumped - exact)) < 2e-3 * drop
+    with pytest.raises(InvalidArgumentError, match="block"):
+        get_model("ode_relax", block=0)
 
 
 def test_ode_relax_jacobian_matches_central_differences() -> None:

@@ -449,11 +449,19 @@ class ODERelax(_Base):
     Parameters: those of "ode", and B (drop per unit of lr), C (relaxation rate scale),
     kappa (shape of the spread of relaxation rates), gamma (lr exponent of the relaxation
     time). ``include_warmup``: the warmup's lr rise enters the drop sum (raising the loss),
-    as in the multi-power law's released code.
+    as in the multi-power law's released code. ``block``: lr changes within each run of this
+    many steps are lumped into one (``multipower_drop``; 1 is exact, 16 changes the drop by
+    under 1e-3 of its range on cosine and WSD schedules and is about 10 times faster).
     """
 
     name: ClassVar[str] = "ode_relax"
     include_warmup: bool = True
+    block: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if int(self.block) != self.block or self.block < 1:
+            raise InvalidArgumentError(f"block must be a whole number >= 1, got {self.block!r}.")
 
     def params(self, run: RunData) -> Sequence[Param]:
         peak = max(float(np.max(run.schedule.lr)), 1e-300)
@@ -504,6 +512,7 @@ class ODERelax(_Base):
             float(theta["gamma"]),
             include_warmup=self.include_warmup,
             jacobian=jacobian,
+            block=self.block,
         )
         B = float(theta["B"])
         gf = self._gradient_flow(theta, run, n)

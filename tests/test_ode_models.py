@@ -243,7 +243,6 @@ def test_ode_relax_jacobian_matches_central_differences() -> None:
         np.testing.assert_allclose(J[:, j], (up - dn) / (2 * h), rtol=1e-4, atol=1e-7, err_msg=name)
 
 
-@pytest.mark.slow
 def test_ode_relax_fits_its_own_curve_and_says_when_no_decay_is_seen() -> None:
     sch = Schedule.wsd(0.1, 3000, decay_start=2200, final=0.0, warmup=50)
     steps = np.arange(60, 3001, 5)

@@ -448,14 +448,16 @@ class ODERelax(_Base):
 
     Parameters: those of "ode", and B (drop per unit of lr), C (relaxation rate scale),
     kappa (shape of the spread of relaxation rates), gamma (lr exponent of the relaxation
-    time). ``include_warmup``: the warmup's lr rise enters the drop sum (raising the loss),
-    as in the multi-power law's released code. ``block``: lr changes within each run of this
+    time). ``include_warmup``: let the warmup's lr rise enter the drop sum (raising the
+    loss), as in the multi-power law's released code; off by default, since gradient flow
+    already follows the warmup through S and a prefix's warmup transient would otherwise
+    be the only thing fitting the drop parameters of a run that has not decayed yet. ``block``: lr changes within each run of this
     many steps are lumped into one (``multipower_drop``; 1 is exact, 16 changes the drop by
     under 1e-3 of its range on cosine and WSD schedules and is about 10 times faster).
     """
 
     name: ClassVar[str] = "ode_relax"
-    include_warmup: bool = True
+    include_warmup: bool = False
     block: int = 16
 
     def __post_init__(self) -> None:
@@ -488,9 +490,9 @@ class ODERelax(_Base):
         if not _decays(run):
             out.append(
                 "the fitted steps hold the lr constant after warmup, so the noise-excess drop "
-                "(B, C, kappa, gamma) is seen only through the warmup and is barely identified "
-                "(theory §4.6: a prefix alone does not identify the decay gain; a prior from "
-                "other runs does)"
+                "(B, C, kappa, gamma) is not identified: it stays at its starting guess and the "
+                "intervals leave it out; a prediction through an lr decay needs a prior from "
+                "runs that decayed (theory §4.6; lossrate.prior)"
             )
         return out
 

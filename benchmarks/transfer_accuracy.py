@@ -122,7 +122,7 @@ def timing(n_runs: int = 50, n_points: int = 2000) -> float:
     return time.perf_counter() - t0
 
 
-def figure(runs: dict[str, RunData], target: str, hold_out, out: Path) -> None:
+def figure(runs: dict[str, RunData], target: str, hold_out, out: Path, model: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,14 +133,17 @@ def figure(runs: dict[str, RunData], target: str, hold_out, out: Path) -> None:
     from lossrate.transfer import prior_sources
 
     run = runs[target]
-    prior = Prior.from_runs(prior_sources(target, runs, hold_out), "ode_noise")
+    prior = Prior.from_runs(prior_sources(target, runs, hold_out), model, max_points=200)
     pre = RunData(run.traj.prefix(0.25), run.schedule)
     steps = run.traj.step
-    p1 = predict_with_prior(fit_with_prior(pre, prior, bootstrap=60), steps)
-    p0 = predict(fit(pre, "ode_noise", bootstrap=60), steps)
+    p1 = predict_with_prior(fit_with_prior(pre, prior, bootstrap=60), steps, warn=False)
+    p0 = predict(fit(pre, model, bootstrap=60), steps)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, run.traj.loss, color="0.6", lw=1, label="observed")
-    for p, c, lab in ((p0, "C1", "ODE, prefix only"), (p1, "C0", "ODE + prior (other sizes)")):
+    for p, c, lab in (
+        (p0, "C1", f"{model}, prefix only"),
+        (p1, "C0", f"{model} + prior (other sizes)"),
+    ):
         ax.plot(p.step, p.loss, color=c, label=lab)
         ax.fill_between(p.step, p.lower, p.upper, color=c, alpha=0.2)
     ax.axvline(pre.traj.step[-1], color="k", ls=":", lw=1, label="end of prefix (25 %)")
@@ -190,7 +193,9 @@ def main() -> None:
         _print(table, "mpl curves, prior from the other model sizes")
         _goal(table, "wsd", 0.25)
         try:
-            figure(runs, f"{args.sizes[0]}/wsd_20000_24000", size_of, Path(args.figure))
+            ode = [m for m in args.models if m.startswith("ode")]
+            best = "ode_relax" if "ode_relax" in ode else (ode or ["ode_noise"])[0]
+            figure(runs, f"{args.sizes[0]}/wsd_20000_24000", size_of, Path(args.figure), best)
         except Exception as exc:
             print(f"figure failed: {exc}")
     folder = Path(args.sweep)

@@ -186,10 +186,11 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     run = run_of(sch, steps, loss="other")
     relax = get_model("ode_relax", closure="power", block=1)
     gf = get_model("ode", closure="power").curve(RELAX, run, steps)
-    y_model = (relax.curve(RELAX, run, steps) - gf) / RELAX["B"]  # = -D(s)
+    x_left = (relax.curve(RELAX, run, steps) - RELAX["L_inf"]) / (gf - RELAX["L_inf"])
+    y_model = (x_left - 1.0) / RELAX["B"]  # = -D(s), the relative excess lost
     # independent: every mode h relaxes by dy/dS = -h (y - eta(S)), solved numerically step by
-    # step; modes weighted by a Gamma(kappa, scale C) law (Gauss–Laguerre); the excess over
-    # the starting lr is B (E_h[y_h] - eta_0)
+    # step; modes weighted by a Gamma(kappa, scale C) law (Gauss–Laguerre); the relative
+    # excess over the starting lr's is B (E_h[y_h] - eta_0)
     from scipy.integrate import solve_ivp
     from scipy.special import gamma as gamma_fn
     from scipy.special import roots_genlaguerre
@@ -216,7 +217,7 @@ def test_ode_relax_lumped_lr_changes_stay_close_to_the_exact_sum(kind: str) -> N
     sch = Schedule.make(kind, peak=3e-4, n_steps=6001, warmup=500, final=3e-5, decay_start=4500)
     steps = np.arange(10, 6001, 5)
     run = run_of(sch, steps, loss="other")
-    th = {**RELAX, "B": 500.0, "C": 5e-3, "kappa": 0.4, "gamma": 1.2}
+    th = {**RELAX, "B": 1000.0, "C": 5e-3, "kappa": 0.4, "gamma": 1.2}
     exact = get_model("ode_relax", block=1).curve(th, run, steps)
     lumped = get_model("ode_relax", block=16).curve(th, run, steps)
     gf = get_model("ode").curve(th, run, steps)
@@ -247,18 +248,19 @@ def test_ode_relax_fits_its_own_curve_and_says_when_no_decay_is_seen() -> None:
     sch = Schedule.wsd(0.1, 3000, decay_start=2200, final=0.0, warmup=50)
     steps = np.arange(60, 3001, 5)
     run = run_of(sch, steps, loss="other")
-    truth = {**RELAX, "gamma": 0.3, "B": 1.5}
-    y = get_model("ode_relax").curve(truth, run, steps)
-    y = y * np.exp(np.random.default_rng(1).normal(0.0, 1e-3, y.size))
+    truth = {**RELAX, "gamma": 0.3, "B": 4.0}
+    clean = get_model("ode_relax").curve(truth, run, steps)
+    y = clean * np.exp(np.random.default_rng(1).normal(0.0, 1e-3, clean.size))
     traj = run.traj.replace(loss=y)
     res = fit(traj, "ode_relax", schedule=sch, bootstrap=0)
     pred = get_model("ode_relax").curve(res.theta(), run, steps)
     assert res.success
-    np.testing.assert_allclose(pred, y, rtol=5e-3)
-    # the loss drop of the decay: the fitted curve reproduces it to a few % of its size
-    drop_true = y[steps == 2200][0] - y[-1]
+    # the fit recovers the noise-free curve to well within the 0.1 % noise of each point
+    assert np.max(np.abs(pred / clean - 1.0)) < 2e-3
+    # and the loss drop over the decay to within its noise spread (about 5 % over seeds)
+    drop_true = clean[steps == 2200][0] - clean[-1]
     drop_fit = pred[steps == 2200][0] - pred[-1]
-    assert drop_fit == pytest.approx(drop_true, rel=0.05)
+    assert drop_fit == pytest.approx(drop_true, rel=0.1)
     stable = fit(traj.prefix(0.5), "ode_relax", schedule=sch, bootstrap=0)
     assert any("noise-excess drop" in n for n in stable.notes)
     assert not any("noise-excess drop" in n for n in res.notes)

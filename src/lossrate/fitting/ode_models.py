@@ -35,20 +35,24 @@ in the fit loop. gamma is 1 unless given;
 p is fitted when the fitted stretch of the run changes its lr (after warmup) by more than
 10 %, otherwise it is not identified by the data and is held at ``p_default`` (noted).
 
-**ode_relax** (theory §4.3 F3 in linear response). The loss held up by SGD noise is, to
-first order, proportional to the lr, and relaxes towards its new level after an lr change
-mode by mode: a mode of curvature h obeys the linear ODE dy_h/dS = -h eta^-gamma (y_h -
-w_h eta) (gamma = 0: plain SGD on a quadratic, whose excess relaxes at a rate fixed in
-intrinsic time). Summed over modes whose weights follow a Gamma law of rates,
+**ode_relax** (theory §4.3 F3 in linear response). The share of the excess loss
+x = L - L_inf held up by SGD noise is, to first order, proportional to the lr (the noise
+term is multiplicative in x, as in ode_noise), and relaxes towards its new level after an
+lr change mode by mode: a mode of curvature h obeys the linear ODE dy_h/dS = -h eta^-gamma
+(y_h - w_h eta) (gamma = 0: plain SGD on a quadratic, whose excess relaxes at a rate fixed
+in intrinsic time). Summed over modes whose weights follow a Gamma law of rates,
 sum_h w_h e^{-h x} = B (1 + C x)^-kappa, an lr step d_k = eta_{k-1} - eta_k at step k lowers
-the loss by B d_k [1 - (1 + C eta_k^-gamma S_k(s))^-kappa], S_k(s) the lr sum since k. So
+the relative excess by B d_k [1 - (1 + C eta_k^-gamma S_k(s))^-kappa], S_k(s) the lr sum
+since k. So
 
-    L(s) = L_gf(S(s)) - B sum_k d_k [1 - (1 + C eta_k^-gamma S_k(s))^-kappa],
+    L(s) = L_inf + (L_gf(S(s)) - L_inf) (1 - B D(s)),
+    D(s) = sum_k d_k [1 - (1 + C eta_k^-gamma S_k(s))^-kappa],
 
-with L_gf the "ode" curve (whose floor L_inf is the floor at the peak lr). Each change's
-relaxation keeps its own lr eta_k (exact for gamma = 0). The sum is the loss-drop term of
-the multi-power law (Luo et al. 2025), which this derivation gives a mechanism; the
-leading term is the ODE's gradient flow in place of their power law in the lr sum.
+with L_gf the "ode" curve (the gradient flow at the peak lr). B <= 1/peak lr keeps the loss
+above L_inf through any decay. Each change's relaxation keeps its own lr eta_k (exact for
+gamma = 0). D is the loss-drop sum of the multi-power law (Luo et al. 2025), which this
+derivation gives a mechanism; gradient flow takes the place of their power law in the lr
+sum, and the drop scales with the loss still above the floor.
 """
 
 from __future__ import annotations
@@ -469,20 +473,18 @@ class ODERelax(_Base):
         peak = max(float(np.max(run.schedule.lr)), 1e-300)
         return [
             *self._common_params(run),
-            Param("B", 1e-6 / peak, 1e3 / peak, "log", "noise excess per unit of lr"),
+            Param("B", 1e-6 / peak, 1.0 / peak, "log", "relative noise excess per unit of lr"),
             Param("C", 1e-6, 1e6, "log", "relaxation rate scale (per unit intrinsic time)"),
             Param("kappa", 1e-3, 5.0, doc="shape of the spread of relaxation rates"),
             Param("gamma", 0.0, 3.0, doc="lr exponent of the relaxation time"),
         ]
 
     def guesses(self, run: RunData) -> Sequence[Mapping[str, float]]:
-        y = run.traj.loss
-        span = max(_edge(y, True) - _edge(y, False), 1e-3 * _edge(y, True))
         peak = max(float(np.max(run.schedule.lr)), 1e-300)
         out = []
         for i, th in enumerate(self._common_guesses(run)):
-            for drop in (0.1, 0.5) if i == 0 else (0.1,):  # B * peak, in units of the fall
-                out.append({**th, "B": drop * span / peak, "C": 1.0, "kappa": 0.5, "gamma": 0.5})
+            for drop in (0.1, 0.4) if i == 0 else (0.1,):  # B * peak: share of the excess
+                out.append({**th, "B": drop / peak, "C": 1.0, "kappa": 0.5, "gamma": 0.5})
         return out
 
     def notes(self, run: RunData) -> list[str]:
@@ -517,15 +519,19 @@ class ODERelax(_Base):
             block=self.block,
         )
         B = float(theta["B"])
+        L_inf = float(theta["L_inf"])
         gf = self._gradient_flow(theta, run, n)
-        pred = gf - B * D
+        keep = 1.0 - B * D  # the share of the gradient-flow excess left
+        pred = L_inf + (gf - L_inf) * keep
         if not jacobian or dD is None:
             return pred, None
         cols = []
         for name in [p.name for p in self._common_params(run)]:
             h = _FD_REL * max(abs(float(theta[name])), 1e-3)
-            cols.append((self._gradient_flow({**theta, name: theta[name] + h}, run, n) - gf) / h)
-        return pred, np.column_stack([*cols, -D, -B * dD])
+            dgf = (self._gradient_flow({**theta, name: theta[name] + h}, run, n) - gf) / h
+            cols.append(dgf * keep + (B * D if name == "L_inf" else 0.0))
+        x = gf - L_inf
+        return pred, np.column_stack([*cols, -x * D, -B * x[:, None] * dD])
 
     def describe(self) -> str:
         return f"ode_relax (gradient flow + noise-excess relaxation, closure={self.closure})"

@@ -187,7 +187,8 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
     f.add_argument(
         "--model",
         default=None,
-        help="curve model: ode, ode_noise, or a peer law (default: ode; ode_noise with --prior)",
+        help="curve model: ode, ode_noise, ode_relax, or a peer law (default: ode; ode_noise "
+        "with --prior)",
     )
     if until is not None:
         f.add_argument(

@@ -334,7 +334,7 @@ def test_fit_with_a_prior_from_a_folder_of_runs(capsys, prior_runs, tmp_path) ->
     data = run_json(capsys, *argv, "--save-prior", str(saved), "--out", str(tmp_path / "r"))
     info = data["fit"]["extra"]["prior"]
     assert sorted(info["sources"]) == ["c1", "c2", "w1", "w2"]  # not "new": no leakage
-    assert info["decayed"] is True and data["fit"]["model"].startswith("ode_noise")
+    assert info["decayed"] is True and data["fit"]["model"].startswith("ode_relax")
     prior = Prior.load(saved)
     assert sorted(prior.source_names) == ["c1", "c2", "w1", "w2"]
     # the same fit from the saved file

@@ -55,6 +55,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
         _train(nn.parallel.DistributedDataParallel(_model()), os.path.join(out, "ddp"), rank, WORLD)
+        dist.barrier()  # no rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -22,13 +22,18 @@ pytestmark = pytest.mark.torch
 )
 def test_ddp_statistics_equal_the_single_process_global_batch(tmp_path):
     job = Path(__file__).with_name("ddp_job.py")
-    subprocess.run([sys.executable, str(job), str(tmp_path)], check=True, timeout=120)
-    ddp = Trajectory.read(tmp_path / "ddp" / "trajectory.csv")
-    single = Trajectory.read(tmp_path / "single" / "trajectory.csv")
+    out = tmp_path / "first"
+    if subprocess.run([sys.executable, str(job), str(out)], timeout=120).returncode != 0:
+        # gloo's two spawned ranks have aborted at start-up or teardown on a loaded 2-core
+        # machine ("terminate called without an active exception"); a real error fails twice
+        out = tmp_path / "again"
+        subprocess.run([sys.executable, str(job), str(out)], check=True, timeout=120)
+    ddp = Trajectory.read(out / "ddp" / "trajectory.csv")
+    single = Trajectory.read(out / "single" / "trajectory.csv")
     assert ddp.n == single.n == 3
     np.testing.assert_array_equal(ddp.batch_size, 16)
     for name in ("t", "loss", "loss_std", "residual_sq", "alpha_eff", "grad_sq", "pgrad_sq"):
         np.testing.assert_allclose(
             getattr(ddp, name), getattr(single, name), rtol=1e-6, err_msg=name
         )
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["trajectory.csv"]
+    assert sorted(p.name for p in (out / "ddp").iterdir()) == ["trajectory.csv"]

@@ -343,10 +343,10 @@ def _names(text: str) -> list[str]:
 
 
 def _model(args: argparse.Namespace) -> str:
-    """--model, defaulting to ode (ode_noise when fitting under a prior)."""
+    """--model, defaulting to ode (ode_relax when fitting under a prior)."""
     if args.model is not None:
         return str(args.model)
-    return "ode_noise" if getattr(args, "prior", None) is not None else "ode"
+    return "ode_relax" if getattr(args, "prior", None) is not None else "ode"
 
 
 def _load_prior(args: argparse.Namespace) -> Any:

@@ -187,7 +187,7 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
     f.add_argument(
         "--model",
         default=None,
-        help="curve model: ode, ode_noise, ode_relax, or a peer law (default: ode; ode_noise "
+        help="curve model: ode, ode_noise, ode_relax, or a peer law (default: ode; ode_relax "
         "with --prior)",
     )
     if until is not None:

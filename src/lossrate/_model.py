@@ -20,7 +20,7 @@ from ._errors import InvalidArgumentError
 from .schedule import Schedule
 from .trajectory import Trajectory
 
-__all__ = ["CurveModel", "Param", "RunData"]
+__all__ = ["CurveModel", "JacobianModel", "Param", "RunData"]
 
 
 @dataclass(frozen=True)
@@ -104,3 +104,18 @@ class CurveModel(ABC):
     def describe(self) -> str:
         """One line naming the model and its fixed settings (for tables and reports)."""
         return self.name
+
+
+class JacobianModel(CurveModel):
+    """A curve model that gives its own derivatives (the fitting engine then uses them
+    instead of differences); :meth:`curve` is the first half of :meth:`curve_and_jacobian`."""
+
+    @abstractmethod
+    def curve_and_jacobian(
+        self, theta: Mapping[str, float], run: RunData, steps: np.ndarray, *, jacobian: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The curve at ``steps`` and, with ``jacobian``, its derivatives (n, params) in the
+        order of :meth:`params` (None without)."""
+
+    def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
+        return self.curve_and_jacobian(theta, run, steps, jacobian=False)[0]

@@ -28,7 +28,7 @@ from typing import ClassVar
 import numpy as np
 
 from .._errors import InvalidArgumentError
-from .._model import CurveModel, Param, RunData
+from .._model import JacobianModel, Param, RunData
 from ._guess import loss_range, power_fit
 from ._terms import multipower_drop, whole_steps
 
@@ -38,7 +38,7 @@ PARAM_NAMES = ("L0", "A", "alpha", "B", "C", "beta", "gamma")
 
 
 @dataclass(frozen=True)
-class MultiPowerLaw(CurveModel):
+class MultiPowerLaw(JacobianModel):
     """The multi-power law (module docstring). Parameters L0, A, alpha, B, C, beta, gamma."""
 
     name: ClassVar[str] = "multipower"
@@ -91,9 +91,6 @@ class MultiPowerLaw(CurveModel):
                     }
                 )
         return out
-
-    def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
-        return self.curve_and_jacobian(theta, run, steps, jacobian=False)[0]
 
     def curve_and_jacobian(
         self, theta: Mapping[str, float], run: RunData, steps: np.ndarray, *, jacobian: bool = True

@@ -65,7 +65,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from .._errors import InvalidArgumentError
-from .._model import CurveModel, Param, RunData
+from .._model import CurveModel, JacobianModel, Param, RunData
 from ..baselines._terms import multipower_drop, whole_steps
 from ..closures import Closure, Shifted, get_closure
 from ..rates.noise import power_noise_path
@@ -447,7 +447,7 @@ class ODENoise(_Base):
 
 @register_model
 @dataclass(frozen=True)
-class ODERelax(_Base):
+class ODERelax(_Base, JacobianModel):
     """Gradient flow plus the linear relaxation of the SGD-noise excess (module docstring).
 
     Parameters: those of "ode", and B (loss drop per unit of lr), C
@@ -505,9 +505,6 @@ class ODERelax(_Base):
                 "runs that decayed (theory §4.6; lossrate.prior)"
             )
         return out
-
-    def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
-        return self.curve_and_jacobian(theta, run, steps, jacobian=False)[0]
 
     def curve_and_jacobian(
         self, theta: Mapping[str, float], run: RunData, steps: np.ndarray, *, jacobian: bool = True

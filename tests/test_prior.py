@@ -302,3 +302,50 @@ def test_prior_falls_back_to_wald_errors_when_the_fit_has_no_intervals(joint):
     for name in ("x_eq", "q", "beta"):
         j = pm.free_names.index(name)
         assert prior.params[name].spread == pytest.approx(max(se[j] * math.sqrt(R), 0.02))
+
+
+def _relax_run(name: str, eta: float, shape: str, seed: int) -> tuple[RunData, np.ndarray]:
+    """A run of the ode_relax model (power closure, L_inf drawn per run), 0.3 % noise."""
+    from lossrate import RunMeta, Schedule, Trajectory
+    from lossrate.fit import get_model
+
+    truth = {"rho_ref": 0.3, "S0": 5.0, "beta": 0.6, "L0": 4.0, "k": 2.0}
+    truth |= {"B": 0.5, "C": 1.0, "kappa": 0.5, "gamma": 0.3}
+    rng = np.random.default_rng(seed)
+    kw = {"decay_start": 800} if shape == "wsd" else {}
+    final = 0.05 * eta if shape != "constant" else 0.0
+    sched = Schedule.make(shape, peak=eta, n_steps=1000, warmup=20, final=final, **kw)
+    steps = np.arange(20, 1000, 20)
+    meta = RunMeta(name=name, peak_lr=eta, schedule=shape)
+    traj = Trajectory.from_arrays(np.ones(steps.size), step=steps, lr=sched.at(steps), meta=meta)
+    truth["L_inf"] = 1.0 + 0.03 * rng.standard_normal()
+    clean = get_model("ode_relax").curve(truth, RunData(traj, sched), steps)
+    noisy = clean * np.exp(rng.normal(0.0, 0.003, steps.size))
+    return RunData(traj.replace(loss=noisy), sched), clean
+
+
+def test_ode_relax_prior_carries_the_decay_gain_to_a_stable_phase_prefix():
+    from lossrate.fit import fit, predict
+
+    specs = [(0.1, "constant"), (0.4, "constant"), (0.1, "wsd"), (0.4, "wsd"), (0.2, "cosine")]
+    runs = {f"r{i}": _relax_run(f"r{i}", eta, s, i)[0] for i, (eta, s) in enumerate(specs)}
+    prior = Prior.from_runs(runs, "ode_relax")
+    assert {n for n, p in prior.params.items() if p.kind == "per_run"} == {
+        "L0",
+        "L_inf",
+        "rho_ref",
+        "beta",
+    }
+    target, clean = _relax_run("target", 0.2, "wsd", seed=99)
+    prefix = RunData(target.traj.prefix(0.4), target.schedule)  # before the decay at 800
+    assert prefix.traj.step[-1] < 800
+    with_prior = predict_with_prior(fit_with_prior(prefix, prior, bootstrap=30), target.traj.step)
+    alone = predict(fit(prefix, "ode_relax", bootstrap=30), target.traj.step)
+    err_prior = abs(with_prior.loss[-1] / clean[-1] - 1)
+    err_alone = abs(alone.loss[-1] / clean[-1] - 1)
+    # the decay lowers the final loss by ~3.5 %; the prior carries that over
+    assert clean[39] - clean[-1] > 0.03 * clean[-1]
+    assert err_prior < 0.002 and err_prior < 0.5 * err_alone, (err_prior, err_alone)
+    rest = target.traj.step > prefix.traj.step[-1]
+    inside = (clean >= with_prior.lower) & (clean <= with_prior.upper)
+    assert inside[rest].mean() >= 0.9

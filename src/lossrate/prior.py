@@ -73,7 +73,8 @@ VERSION = 1
 DEFAULT_PER_RUN: dict[str, tuple[str, ...]] = {
     "ode": ("L0", "L_inf", "rho_ref"),
     "ode_noise": ("L0", "L_inf", "rho_ref"),
-    "ode_relax": ("L0", "L_inf", "rho_ref", "beta"),  # the peers' L0, A, alpha and the start
+    "ode_relax": ("L0", "L_inf", "rho_ref", "beta"),  # start, and floor/level/exponent as
+    # the peers' L0, A, alpha; the drop's B, C, kappa, gamma and rho's S0 come from the runs
     "momentum": ("L0", "A", "alpha"),
     "multipower": ("L0", "A", "alpha"),
     "power_steps": ("L0", "A"),

@@ -1051,9 +1051,9 @@ def _bootstrap(
         floor_sv = np.maximum(dec.sv, _MIN_SV)
         pm = prob.pmap
         n_data = prob.n
-        s2 = max(float(np.sum(best.fun[:n_data] ** 2)) / max(n_data - k, 1), 1e-300)
-        limit = float(chi2.ppf(_REGION, k))
         increase = _MisfitIncrease(prob, best, n_data)
+        s2 = max(increase.base / max(n_data - k, 1), 1e-300)
+        limit = float(chi2.ppf(_REGION, k))
         for es, mu in zip(draws_e, mus):
             r = [e / sd for e, sd in zip(es, prob.sd)]
             if mu is not None:

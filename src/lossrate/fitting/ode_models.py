@@ -101,11 +101,14 @@ def intrinsic_time(run: RunData, steps: Any) -> np.ndarray:
     return run.schedule.S(s)
 
 
+def _rho0(theta: Mapping[str, float], S_ref: float) -> float:
+    """rho at S = 0 of rho(S) = rho_ref ((1 + S/S0) / (1 + S_ref/S0))^-beta."""
+    return theta["rho_ref"] * np.exp(theta["beta"] * np.log1p(S_ref / theta["S0"]))
+
+
 def _rate(theta: Mapping[str, float], S_ref: float) -> PowerLaw:
     """rho(S) = rho_ref ((1 + S/S0) / (1 + S_ref/S0))^-beta as an F1 power law in S."""
-    beta, S0 = theta["beta"], theta["S0"]
-    rho0 = theta["rho_ref"] * np.exp(beta * np.log1p(S_ref / S0))
-    return PowerLaw(rho0, S0, beta)
+    return PowerLaw(_rho0(theta, S_ref), theta["S0"], theta["beta"])
 
 
 def _edge(y: np.ndarray, head: bool, m: int = 3) -> float:
@@ -213,6 +216,12 @@ class _Base(CurveModel):
         return out
 
     # -------------------------------------------------------- parameters
+    def _common_names(self, run: RunData) -> tuple[str, ...]:
+        """The names of :meth:`_common_params`, in order, without computing their bounds."""
+        return ("rho_ref", "S0", "beta", "L_inf", "L0") + (
+            ("k",) if self._kind(run) == "power" else ()
+        )
+
     def _common_params(self, run: RunData) -> list[Param]:
         y = run.traj.loss
         env = _smooth_min(y)
@@ -266,9 +275,9 @@ class _Base(CurveModel):
         clo = self._closure(theta, run)
         S = intrinsic_time(run, steps)
         Sa = intrinsic_time(run, run.traj.step[:1])
-        beta, S0 = theta["beta"], theta["S0"]
-        rho0 = theta["rho_ref"] * np.exp(beta * np.log1p(self.S_ref / S0))  # as _rate(theta)
-        P = power_law_Phi(rho0, S0, beta, np.concatenate([Sa, np.ravel(S)]))
+        P = power_law_Phi(
+            _rho0(theta, self.S_ref), theta["S0"], theta["beta"], np.concatenate([Sa, np.ravel(S)])
+        )
         dP = np.reshape(P[1:] - P[0], np.shape(S))
         return np.asarray(clo.G_inv(clo.G(np.asarray(theta["L0"])) - dP), dtype=float)
 
@@ -537,7 +546,7 @@ class ODERelax(_Base, JacobianModel):
             dx = np.where(x > 0, keep * (1.0 + u), 0.0)  # d pred / d x_gf
             dbd = -keep  # d pred / d (B D)
         cols = []
-        for name in [p.name for p in self._common_params(run)]:
+        for name in self._common_names(run):  # hot path: no bounds computed from the data
             h = _FD_REL * max(abs(float(theta[name])), 1e-3)
             dgf = (self._gradient_flow({**theta, name: theta[name] + h}, run, n) - gf) / h
             cols.append(dx * dgf + ((1.0 - dx) if name == "L_inf" else 0.0))

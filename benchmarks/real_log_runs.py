@@ -92,7 +92,7 @@ class SuiteRun:
     loss: str  # "ce"
     classes: int | None  # number of classes / vocabulary size
     decay_start: int | None  # steps taken before the lr decay starts (None: constant)
-    seconds: float  # wall time of its training
+    seconds: float  # wall time of its training (data already in memory)
 
 
 @dataclass(frozen=True)
@@ -719,6 +719,15 @@ _TRAIN: dict[str, Callable[[RunSpec, Path], tuple[str, dict[str, list[float]]]]]
 }
 
 
+def _load_data(spec: RunSpec) -> None:
+    if spec.dataset == "wordnet-chars":
+        _wordnet_chars()
+    elif spec.dataset == "wordnet":
+        _wordnet_bow()
+    else:
+        _image_data(spec.dataset)
+
+
 def _classes(spec: RunSpec) -> int:
     if spec.dataset == "wordnet-chars":
         return len(_wordnet_chars()[1])
@@ -778,6 +787,7 @@ def run_spec(spec: RunSpec, run_dir: str | Path) -> tuple[SuiteRun, dict[str, li
     torch.set_num_threads(1)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    _load_data(spec)  # read once per process, outside the timed training
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         path, seen = _TRAIN[spec.library](spec, run_dir)
@@ -818,11 +828,18 @@ def _work(spec: RunSpec, run_dir: str) -> SuiteRun:
 
 
 def _load_done(run_dir: Path) -> SuiteRun | None:
+    """The finished run in ``run_dir``, its path taken inside ``run_dir`` (the cache may
+    have moved since it was written); None if it is not finished."""
     try:
-        data = json.loads((run_dir / DONE).read_text())
-        return SuiteRun(**data)
+        run = SuiteRun(**json.loads((run_dir / DONE).read_text()))
     except (OSError, ValueError, TypeError):
         return None
+    parts = Path(run.path).parts
+    if run.name not in parts:
+        return None
+    inside = parts[len(parts) - 1 - parts[::-1].index(run.name) + 1 :]
+    path = run_dir.joinpath(*inside)
+    return dataclasses.replace(run, path=str(path)) if path.exists() else None
 
 
 def generate(
@@ -836,9 +853,10 @@ def generate(
     thread each) and return the suite's runs, cached and new, in table order.
 
     A run folder without ``done.json`` (an interrupted run) is deleted and redone.
+    Run paths are absolute, taken inside ``cache_dir`` (a moved cache still works).
     ``only`` keeps the runs whose name contains it.
     """
-    cache = Path(cache_dir)
+    cache = Path(cache_dir).resolve()  # absolute run paths: callers may change directory
     cache.mkdir(parents=True, exist_ok=True)
     todo = [s for s in specs() if only in s.name]
     done: dict[str, SuiteRun] = {}
@@ -846,7 +864,7 @@ def generate(
     for spec in todo:
         run_dir = cache / spec.name
         run = _load_done(run_dir)
-        if run is not None and Path(run.path).exists():
+        if run is not None:
             done[spec.name] = run
             continue
         if run_dir.exists():
@@ -866,6 +884,10 @@ def generate(
                 if progress:
                     _report(run, len(done), len(todo), t0)
         else:
+            # spawned workers import this module by name from the parent's sys.path
+            here = str(Path(__file__).resolve().parent)
+            if here not in sys.path:
+                sys.path.append(here)
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker) as pool:
                 futures = {pool.submit(_work, s, str(cache / s.name)): s for s in missing}

@@ -125,6 +125,13 @@ def test_generate_caches_and_redoes_unfinished_runs(suite, tmp_path, monkeypatch
     assert [r.name for r in runs] == ["tiny-a", "tiny-b"]
     assert not (partial / "train_log.csv").exists()  # the partial folder was redone
     assert Path(runs[1].path).suffix == ".tsv"
+    assert all(Path(r.path).is_absolute() and Path(r.path).is_relative_to(tmp_path) for r in runs)
     again = suite.generate(tmp_path, jobs=1, progress=False)
     assert again == runs  # cached: not retrained (same recorded seconds)
-    assert "tiny-a" in suite.table(runs)
+    # a moved cache: the runs are found in their new place, still not retrained
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    tmp_path.rename(moved)
+    there = suite.generate(moved, jobs=1, progress=False)
+    assert [r.seconds for r in there] == [r.seconds for r in runs]
+    assert all(Path(r.path).is_relative_to(moved) and Path(r.path).exists() for r in there)
+    assert "tiny-a" in suite.table(there)

@@ -72,6 +72,23 @@ def _decrements(schedule: Schedule, include_warmup: bool) -> np.ndarray:
     return d
 
 
+def _changes(
+    schedule: Schedule, include_warmup: bool, block: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lr_changes`, lumped by ``block``, computed once per schedule: a fit evaluates
+    the drop sum thousands of times under the same schedule (Schedule is immutable)."""
+    cache = schedule.__dict__.setdefault("_lr_changes", {})
+    key = (include_warmup, block)
+    if key not in cache:
+        k, d, eta = lr_changes(schedule, include_warmup=include_warmup)
+        if block > 1 and k.size:
+            k, d, eta = _lump(schedule, k, d, block)
+        for a in (k, d, eta):
+            a.setflags(write=False)
+        cache[key] = (k, d, eta)
+    return cache[key]  # type: ignore[no-any-return]
+
+
 def _lump(
     schedule: Schedule, k: np.ndarray, d: np.ndarray, block: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -117,9 +134,7 @@ def multipower_drop(
     n = np.asarray(n, dtype=np.int64)
     out = np.zeros(n.shape)
     jac = np.zeros((n.size, 3)) if jacobian else None
-    k, d, eta = lr_changes(schedule, include_warmup=include_warmup)
-    if block > 1 and k.size:
-        k, d, eta = _lump(schedule, k, d, int(block))
+    k, d, eta = _changes(schedule, include_warmup, int(block))
     if k.size == 0 or n.size == 0:
         return out, jac
     cum = schedule.cumulative

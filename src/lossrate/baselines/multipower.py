@@ -45,6 +45,13 @@ class MultiPowerLaw(JacobianModel):
     positive_time: ClassVar[bool] = True
     include_warmup: bool = True
     count_logged_step: bool = False
+    #: lr changes within each run of this many steps are lumped into one
+    #: (:func:`~lossrate.baselines._terms.multipower_drop`; 1, the default, is exact)
+    block: int = 1
+
+    def __post_init__(self) -> None:
+        if int(self.block) != self.block or self.block < 1:
+            raise InvalidArgumentError(f"block must be a whole number >= 1, got {self.block!r}.")
 
     def updates(self, run: RunData, steps: np.ndarray) -> np.ndarray:
         """The number of updates behind the loss at each step: s, or s + 1 (count_logged_step)."""
@@ -99,7 +106,14 @@ class MultiPowerLaw(JacobianModel):
         L0, A, alpha, B, C, beta, gamma = (float(theta[k]) for k in PARAM_NAMES)
         n = self.updates(run, steps)
         D, dD = multipower_drop(
-            run.schedule, n, C, beta, gamma, include_warmup=self.include_warmup, jacobian=jacobian
+            run.schedule,
+            n,
+            C,
+            beta,
+            gamma,
+            include_warmup=self.include_warmup,
+            jacobian=jacobian,
+            block=int(self.block),
         )
         S = run.schedule.S(n)
         with np.errstate(divide="ignore"):
@@ -116,4 +130,6 @@ class MultiPowerLaw(JacobianModel):
         opts = [] if self.include_warmup else ["warmup excluded from LD"]
         if self.count_logged_step:
             opts.append("loss after the logged step's update")
+        if self.block > 1:
+            opts.append(f"lr changes lumped {self.block} steps at a time")
         return f"{self.name}({', '.join(opts)})" if opts else self.name

@@ -556,6 +556,7 @@ def fit(
     seed: int = 0,
     prior: Mapping[str, tuple[float, float]] | None = None,
     weights: str = "noise",
+    intervals: bool = True,
 ) -> Fit:
     """Fit a curve model to one run by robust least squares on ln L (module docstring).
 
@@ -577,6 +578,9 @@ def fit(
             search scale (relative for log-scale parameters).
         weights: "noise" (standardise residuals by the estimated noise sd) or "none" (raw
             residuals: a peer's own recipe, e.g. loss="huber", f_scale=1e-3 on ln L).
+        intervals: False skips the bootstrap: point estimates only (NaN errors, no draws;
+            a prediction's interval then holds observation noise only), for fits whose
+            interval nobody reads (backtests).
 
     Returns:
         a :class:`Fit` (a :class:`~lossrate.FitResult`).
@@ -606,6 +610,7 @@ def fit(
         seed=seed,
         prior=prior,
         weights=weights,
+        intervals=intervals,
     )
 
 
@@ -695,6 +700,7 @@ def _fit(
     seed: int,
     prior: Mapping[str, tuple[float, float]] | None,
     weights: str,
+    intervals: bool = True,
 ) -> Fit:
     t_start = time.perf_counter()
     loss = check_choice("loss", loss, LOSSES)
@@ -765,10 +771,14 @@ def _fit(
     cov_z = _covariance(best)
     notes.extend(_identifiability_notes(cov_z, pm.free_names))
     values = pm.values(z_hat)
-    draws, b_note = _bootstrap(
-        prob, best, fitted, resid, loss, f_scale, int(bootstrap), rng, refit=success
-    )
-    notes.append(b_note)
+    if intervals:
+        draws, b_note = _bootstrap(
+            prob, best, fitted, resid, loss, f_scale, int(bootstrap), rng, refit=success
+        )
+        notes.append(b_note)
+    else:
+        draws = None
+        notes.append("no intervals computed (intervals=False)")
     params = {f.name: float(v) for f, v in zip(pm.free, values)}
     stderr, ci, samples = _intervals(draws, pm, level)
     metrics["seconds"] = time.perf_counter() - t_start

@@ -7,8 +7,16 @@ With prediction p_i and observation y_i, i = 1 .. n:
 * ``rmse``    sqrt(mean (p - y)^2)
 * ``pred_e``  mean |p - y| / y          (PredE)
 * ``worst_e`` max  |p - y| / y          (WorstE)
-* ``final_rel_err``  |p_n - y_n| / y_n  (the last point)
+* ``final_rel_err``  |p_n - y~_n| / y~_n  (the last point, against the smoothed loss y~)
+* ``final_log_err``  |ln(p_n / y~_n)|       (the log ratio: fair when losses head to 0)
 * ``coverage``  share of y inside [lower, upper]
+
+A single batch loss is noisy, so the final-loss errors are taken against the *smoothed*
+observed loss y~ (:func:`smoothed`): a Savitzky–Golay filter of order 1 on ln y over a
+window of :func:`smooth_window` logged points (5 % of them, odd, clipped to [5, 51]); at
+the last point that is the straight line through the window's ln y, so a falling curve is
+not biased upwards as a trailing mean would be. With ``smooth=False`` (or fewer than 5
+points) y~ = y.
 
 The published tables average each metric over the curves predicted:
 :func:`average_scores`.
@@ -20,18 +28,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.signal import savgol_filter
 
 from ._errors import InvalidArgumentError
 
 __all__ = [
     "average_scores",
     "coverage",
+    "final_log_err",
     "final_rel_err",
     "mae",
     "pred_e",
     "r2",
     "rmse",
     "score",
+    "smooth_window",
+    "smoothed",
     "worst_e",
 ]
 
@@ -89,8 +101,44 @@ def worst_e(pred: Any, observed: Any) -> float:
 
 
 def final_rel_err(pred: Any, observed: Any) -> float:
-    """Relative error of the last point, |p_n - y_n| / y_n."""
+    """Relative error of the last point, |p_n - y_n| / y_n (smooth ``observed`` first with
+    :func:`smoothed` for a batch-loss log)."""
     return float(_relative(pred, observed)[-1])
+
+
+def final_log_err(pred: Any, observed: Any) -> float:
+    """Log-ratio error of the last point, |ln(p_n / y_n)|."""
+    p, y = _pair(pred, observed)
+    if p[-1] <= 0 or y[-1] <= 0:
+        raise InvalidArgumentError("log-ratio errors need pred > 0 and observed > 0.")
+    return float(abs(np.log(p[-1] / y[-1])))
+
+
+def smooth_window(n: int) -> int:
+    """Logged points in the smoothing window of :func:`smoothed`: 5 % of ``n``, odd, within
+    [5, 51] and at most ``n`` (1: no smoothing, for fewer than 5 points)."""
+    if n < 5:
+        return 1
+    w = int(np.clip(round(0.05 * n), 5, 51))
+    w = min(w, n)
+    return w if w % 2 else w - 1
+
+
+def smoothed(observed: Any, window: int | None = None) -> np.ndarray:
+    """The observed loss smoothed by a Savitzky–Golay filter of order 1 on its log (module
+    docstring); ``window`` logged points (default :func:`smooth_window`)."""
+    y = np.asarray(observed, dtype=float)
+    if y.ndim != 1 or y.size == 0:
+        raise InvalidArgumentError(f"observed must be a non-empty 1-D array, got shape {y.shape}.")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise InvalidArgumentError("smoothing works on ln(observed): it must be finite and > 0.")
+    w = smooth_window(y.size) if window is None else int(window)
+    if w < 1 or w > y.size:
+        raise InvalidArgumentError(f"window must lie in [1, {y.size}], got {window!r}.")
+    if w < 3:
+        return y.copy()
+    w = w if w % 2 else w - 1
+    return np.asarray(np.exp(savgol_filter(np.log(y), w, 1, mode="interp")), dtype=float)
 
 
 def coverage(lower: Any, upper: Any, observed: Any) -> float:
@@ -103,16 +151,32 @@ def coverage(lower: Any, upper: Any, observed: Any) -> float:
 
 
 def score(
-    pred_loss: Any, observed: Any, lower: Any | None = None, upper: Any | None = None
+    pred_loss: Any,
+    observed: Any,
+    lower: Any | None = None,
+    upper: Any | None = None,
+    *,
+    smooth: bool = True,
 ) -> dict[str, float]:
-    """Every metric of the module docstring; ``coverage`` only when both bounds are given."""
+    """Every metric of the module docstring; ``coverage`` only when both bounds are given.
+
+    The final-loss errors are taken against the smoothed observed loss (``smooth=True``, the
+    window in ``smooth_window``) and, when the observed loss is not positive everywhere, the
+    raw one; the pointwise metrics against the raw observations.
+    """
+    p, y = _pair(pred_loss, observed)
+    positive = bool(np.all(y > 0))
+    w = smooth_window(y.size) if smooth and positive else 1
+    y_s = smoothed(y, w) if w > 1 else y
     out = {
-        "r2": r2(pred_loss, observed),
-        "mae": mae(pred_loss, observed),
-        "rmse": rmse(pred_loss, observed),
-        "pred_e": pred_e(pred_loss, observed),
-        "worst_e": worst_e(pred_loss, observed),
-        "final_rel_err": final_rel_err(pred_loss, observed),
+        "r2": r2(p, y),
+        "mae": mae(p, y),
+        "rmse": rmse(p, y),
+        "pred_e": pred_e(p, y),
+        "worst_e": worst_e(p, y),
+        "final_rel_err": final_rel_err(p, y_s),
+        "final_log_err": final_log_err(p, y_s) if positive and p[-1] > 0 else float("nan"),
+        "smooth_window": float(w),
     }
     if (lower is None) != (upper is None):
         raise InvalidArgumentError("pass both lower and upper for coverage, or neither.")

@@ -34,14 +34,23 @@ from . import metrics
 from ._errors import InvalidArgumentError, LossrateError, check_choice
 from ._model import CurveModel, RunData
 from ._results import FitResult
-from .fitting.engine import fit, fit_many, resolve_model
-from .fitting.predict import predict
+from .fit import AUTO_OPTIONS, AutoFit, fit, fit_many, predict
+from .fitting.engine import resolve_model
 from .schedule import Schedule
 from .trajectory import Trajectory
 
 __all__ = ["EvalRow", "EvalTable", "evaluate"]
 
-METRICS = ("r2", "mae", "rmse", "pred_e", "worst_e", "final_rel_err", "coverage")
+METRICS = (
+    "r2",
+    "mae",
+    "rmse",
+    "pred_e",
+    "worst_e",
+    "final_rel_err",
+    "final_log_err",
+    "coverage",
+)
 Fitter = Callable[[list[RunData]], FitResult]
 RunLike = Trajectory | RunData | tuple[Trajectory, Schedule]
 
@@ -67,10 +76,12 @@ class EvalRow:
     pred_e: float
     worst_e: float
     final_rel_err: float
+    final_log_err: float
     coverage: float
     fit_ok: bool
     seconds: float
     message: str = ""
+    smooth_window: int = 1
 
 
 @dataclass(frozen=True)
@@ -190,10 +201,29 @@ class _Spec:
     fitter: Fitter | None
 
 
+def _auto_spec(label: str, options: Mapping[str, Any]) -> _Spec:
+    """``auto`` as a spec: a fitter taking the options auto knows (it fits one run)."""
+    opts = {k: v for k, v in options.items() if k in AUTO_OPTIONS}
+
+    def fitter(runs: list[RunData]) -> FitResult:
+        if len(runs) != 1:
+            raise InvalidArgumentError(
+                "auto fits one run at a time; use it with protocol='prefix' (the cross "
+                "protocol fits one parameter set to several runs: name a model)."
+            )
+        return fit(runs[0], "auto", **opts)
+
+    return _Spec(label, None, {}, fitter)
+
+
 def _specs(models: Sequence[Any], fit_options: Mapping[str, Any]) -> list[_Spec]:
     out = []
     for m in models:
-        if (
+        if isinstance(m, str) and m == "auto":
+            out.append(_auto_spec("auto", fit_options))
+        elif isinstance(m, tuple) and len(m) == 3 and isinstance(m[1], str) and m[1] == "auto":
+            out.append(_auto_spec(str(m[0]), {**fit_options, **dict(m[2])}))
+        elif (
             isinstance(m, tuple)
             and len(m) == 2
             and callable(m[1])
@@ -236,12 +266,14 @@ def _score_row(
     traj = test.traj
     nan = float("nan")
     vals = dict.fromkeys(METRICS, nan)
+    window = 1
     ok = fr is not None and fr.success
     if fr is not None:
         try:
             pr = predict(fr, traj.step, run=pred_run, schedule=None)
             if np.all(np.isfinite(pr.loss)):
                 vals = metrics.score(pr.loss, traj.loss, pr.lower, pr.upper)
+                window = int(vals.pop("smooth_window"))
             else:
                 message = message or "the prediction is not finite at some held-out steps"
                 ok = False
@@ -260,6 +292,7 @@ def _score_row(
         seconds=seconds,
         fit_ok=ok,
         message=message,
+        smooth_window=window,
         **{m: float(vals[m]) for m in METRICS},
     )
 
@@ -370,7 +403,7 @@ def evaluate(
 
 
 def _carries_runs(fr: FitResult | None) -> bool:
-    return fr is not None and getattr(fr, "pmap", None) is not None
+    return fr is not None and (getattr(fr, "pmap", None) is not None or isinstance(fr, AutoFit))
 
 
 def _line(r: EvalRow) -> str:

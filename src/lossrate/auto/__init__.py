@@ -1,0 +1,28 @@
+"""``auto``: the default predictor. It fits the ODE models and the peer laws on a run's
+prefix, weighs them by rolling-origin backtests inside the prefix at the extrapolation
+ratio asked for (stacking or the single best, whichever backtests better), and calibrates
+the interval on the backtest errors (see :mod:`lossrate.auto._fit`).
+
+Use it through :func:`lossrate.fit` (``model="auto"``, the default) and
+:func:`lossrate.predict`.
+"""
+
+from ._candidates import CANDIDATES as CANDIDATES
+from ._candidates import PEER_RECIPE as PEER_RECIPE
+from ._candidates import Candidate as Candidate
+from ._fit import AutoFit as AutoFit
+from ._fit import AutoModel as AutoModel
+from ._fit import fit_auto as fit_auto
+from ._fit import predict_auto as predict_auto
+from ._fit import thin as thin
+
+__all__ = [
+    "CANDIDATES",
+    "PEER_RECIPE",
+    "AutoFit",
+    "AutoModel",
+    "Candidate",
+    "fit_auto",
+    "predict_auto",
+    "thin",
+]

@@ -1,0 +1,141 @@
+"""Rolling-origin backtests inside a prefix, at the extrapolation ratio asked for.
+
+A prefix whose logged steps run from s0 to sn, asked to predict to step H, extrapolates by
+the ratio r = (H - s0) / (sn - s0) (predicting from 30 % of a run to its end: r = 3.3).
+The prefix holds backtests of the same ratio: an origin o, fit on the steps <= o, predicts
+the steps in (o, min(s0 + r (o - s0), sn)], scored against the smoothed observed loss.
+Origins with the full ratio lie in [s0 + (sn - s0) / (2 r), s0 + (sn - s0) / r]; an origin
+needs ``min_points`` logged points before it, so a short prefix or a large r moves the
+origins later and their ratios fall short of r (their horizons end at sn). An origin needs
+at least 12 points, and a fifth of the prefix's: a backtest on a handful of noisy points
+tells more about the noise than about the law.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._errors import LossrateError
+from .._model import RunData
+from ..fitting.engine import fit
+from ..schedule import Schedule
+from ..trajectory import Trajectory
+from ._candidates import Candidate
+
+__all__ = ["Backtest", "plan_origins", "run_backtests"]
+
+#: backtest origins planned per prefix
+N_ORIGINS = 5
+#: the fewest points a backtest fits
+MIN_POINTS = 12
+
+
+@dataclass(frozen=True, eq=False)
+class Backtest:
+    """One rolling-origin backtest: fit on the steps <= ``origin``, scored at ``steps``.
+
+    ``ratio`` is (step - s0) / (origin - s0) at each scored step, ``observed`` the smoothed
+    observed ln L there, ``preds`` every candidate's ln L prediction (NaN where its fit
+    failed or its curve is not finite).
+    """
+
+    origin: int
+    steps: np.ndarray
+    ratio: np.ndarray
+    observed: np.ndarray
+    preds: dict[str, np.ndarray]
+
+    @property
+    def horizon_ratio(self) -> float:
+        return float(self.ratio[-1])
+
+    def error(self, label: str) -> np.ndarray:
+        """ln(pred / observed) of ``label`` at every scored step."""
+        return self.preds[label] - self.observed
+
+
+def plan_origins(
+    steps: np.ndarray, ratio: float, *, n: int = N_ORIGINS, min_points: int | None = None
+) -> list[tuple[int, int]]:
+    """(origin, horizon) pairs, as logged steps of ``steps`` (module docstring).
+
+    ``min_points`` (default: 12, or a fifth of the points when that is more) points must
+    lie at or before an origin.
+    """
+    if min_points is None:
+        min_points = max(MIN_POINTS, steps.size // 5)
+    s0, sn = int(steps[0]), int(steps[-1])
+    span = sn - s0
+    if steps.size < min_points + 2 or span <= 0:
+        return []
+    f_min = (int(steps[min_points - 1]) - s0) / span
+    f_full = 1.0 / max(ratio, 1.0 + 1e-9)
+    hi = min(max(f_full, 1.5 * f_min), 0.8)
+    lo = min(max(hi / 2, f_min), hi)
+    out: list[tuple[int, int]] = []
+    for f in np.geomspace(max(lo, 1e-12), hi, n):
+        i = int(np.searchsorted(steps, s0 + f * span, side="right")) - 1
+        i = max(i, min_points - 1)
+        o = int(steps[i])
+        h = int(min(s0 + ratio * (o - s0), sn))
+        if h <= o or (out and out[-1][0] == o):
+            continue
+        if int(np.sum((steps > o) & (steps <= h))) < 2:
+            continue
+        out.append((o, h))
+    return out
+
+
+def run_backtests(
+    traj: Trajectory,
+    schedule: Schedule,
+    smooth_log: np.ndarray,
+    ratio: float,
+    cands: Sequence[Candidate],
+    *,
+    seed: int = 0,
+    on_fit: Callable[[], None] | None = None,
+) -> list[Backtest]:
+    """Fit every candidate at every planned origin and predict to its horizon.
+
+    ``traj`` is the (thinned) prefix, ``smooth_log`` its smoothed ln L.
+    """
+    tick = on_fit or (lambda: None)
+    out = []
+    s0 = int(traj.step[0])
+    for origin, horizon in plan_origins(traj.step, ratio):
+        head = traj.select(traj.step <= origin)
+        scored = (traj.step > origin) & (traj.step <= horizon)
+        steps = traj.step[scored]
+        preds = {}
+        for c in cands:
+            preds[c.label] = _point_prediction(c, head, schedule, steps, seed)
+            tick()
+        out.append(
+            Backtest(
+                origin=origin,
+                steps=steps,
+                ratio=(steps - s0) / max(origin - s0, 1),
+                observed=smooth_log[scored],
+                preds=preds,
+            )
+        )
+    return out
+
+
+def _point_prediction(
+    c: Candidate, head: Trajectory, schedule: Schedule, steps: np.ndarray, seed: int
+) -> np.ndarray:
+    nan = np.full(steps.shape, np.nan)
+    try:
+        model = c.build(schedule)
+        opts = {"starts": 0, **dict(c.options)}
+        f = fit(RunData(head, schedule), model, intervals=False, seed=seed, **opts)
+        with np.errstate(all="ignore"):
+            lm = np.log(np.asarray(f.model.curve(f.theta(), f.runs[0], steps), dtype=float))
+    except LossrateError:
+        return nan
+    return np.where(np.isfinite(lm), lm, np.nan)

@@ -1,0 +1,102 @@
+"""The models ``auto`` weighs, each with the recipe it is fitted by."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._errors import InvalidArgumentError
+from .._model import CurveModel
+from ..fitting.registry import available_models, get_model
+from ..schedule import Schedule
+
+__all__ = ["CANDIDATES", "PEER_RECIPE", "Candidate", "candidates", "decays_ahead"]
+
+#: the peers' own recipe (Huber with delta = 1e-3 on raw log residuals), as they publish it
+PEER_RECIPE: Mapping[str, Any] = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
+#: lr changes a drop-sum model sums over at most (changes are lumped into blocks beyond)
+_DROP_CHANGES = 256
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model of the family: its label, registered name, fit options and settings.
+
+    ``lumped``: the model sums a loss drop over every lr change (``ode_relax``,
+    ``multipower``); ``auto`` lumps the changes of a long schedule into at most
+    256 blocks (the model's ``block`` setting), so one fit stays well under a second.
+    ``decay_gain``: the model lowers the loss when the lr falls (a loss-drop or annealing
+    term). A law in the lr sum alone predicts that a decay *raises* the loss against no
+    decay (less lr sum), and a law in steps ignores it; ``auto`` weighs only models with a
+    decay gain for a prediction through an lr decay.
+    """
+
+    label: str
+    model: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    lumped: bool = False
+    decay_gain: bool = False
+
+    def build(self, schedule: Schedule) -> CurveModel:
+        """The model instance for a run under ``schedule``."""
+        settings = dict(self.settings)
+        if self.lumped and "block" not in settings:
+            settings["block"] = max(16, math.ceil(schedule.n_steps / _DROP_CHANGES))
+        return get_model(self.model, **settings)
+
+
+#: the default family: the ODE models and the peer laws
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("ode", "ode"),
+    Candidate("ode_relax", "ode_relax", lumped=True, decay_gain=True),
+    Candidate("power_steps", "power_steps", PEER_RECIPE),
+    Candidate("power_S", "power_S", PEER_RECIPE),
+    Candidate("exponential", "exponential", PEER_RECIPE),
+    Candidate("momentum", "momentum", PEER_RECIPE, decay_gain=True),
+    Candidate("multipower", "multipower", PEER_RECIPE, lumped=True, decay_gain=True),
+)
+
+
+def candidates(names: Any = None) -> tuple[Candidate, ...]:
+    """The candidates by label (None: :data:`CANDIDATES`); a name not in the default family
+    is any registered model, fitted by the engine's default recipe."""
+    if names is None:
+        return CANDIDATES
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    out = []
+    known = {c.label: c for c in CANDIDATES}
+    for n in names:
+        if isinstance(n, Candidate):
+            out.append(n)
+        elif n in known:
+            out.append(known[n])
+        elif n in available_models() and n != "auto":
+            out.append(Candidate(str(n), str(n), decay_gain=n == "ode_noise"))
+        else:
+            raise InvalidArgumentError(
+                f"candidates holds {n!r}, which is not a model; choose from "
+                f"{', '.join(sorted(set(known) | set(available_models())))}."
+            )
+    if len({c.label for c in out}) != len(out):
+        raise InvalidArgumentError(f"candidates must be distinct, got {[c.label for c in out]}.")
+    if not out:
+        raise InvalidArgumentError("candidates is empty; name at least one model.")
+    return tuple(out)
+
+
+#: an lr below this share of the lr at the cut counts as a decay ahead
+DECAY_SHARE = 0.9
+
+
+def decays_ahead(schedule: Schedule, cut: int, end: int) -> bool:
+    """The lr over steps (cut, end] falls below :data:`DECAY_SHARE` of its value at ``cut``."""
+    if end <= cut:
+        return False
+    lr = schedule.lr
+    at_cut = float(lr[min(cut, lr.size - 1)])
+    ahead = lr[cut + 1 : min(end, lr.size)]
+    return bool(ahead.size and at_cut > 0 and float(ahead.min()) < DECAY_SHARE * at_cut)

@@ -1,0 +1,162 @@
+"""Weights of the candidates from their backtests: stacking or the single best.
+
+* **best**: all weight on the model with the lowest median |ln(pred / obs)| at the
+  backtests' horizons.
+* **stack** (Yao, Vehtari, Simpson & Gelman 2018, "Using stacking to average Bayesian
+  predictive distributions"): weights w >= 0, sum w = 1, minimising the squared backtest
+  error of sum_m w_m ln L_m over the far half of every backtest's horizon (each backtest
+  weighing the same), by non-negative least squares with the sum held by a stiff extra row.
+  Only models whose own score is within a factor 2 of the best are stacked: a backtest
+  fits less data than the final fit, so a bias that cancels another model's there need
+  not cancel it at the end (a law 20 % off does not hedge one 4 % off).
+
+Which rule is used is itself decided out of sample: each rule is re-derived with one
+backtest left out and scored on it (leave-one-origin-out); the rule with the lower median
+held-out error wins, ties going to the single best. With fewer than 3 backtests there is
+nothing to cross-validate and the single best is used. Without any backtest (a prefix too
+short to hold one) the model with the lowest BIC on the prefix is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import nnls
+
+from ._backtest import Backtest
+
+__all__ = ["Combination", "combine"]
+
+RULES = ("stack", "best")
+_MIN_CV = 3  # backtests needed to choose the rule out of sample
+_MIN_WEIGHT = 0.02  # stacking weights below this share are dropped
+_STACKED = 2.0  # models stacked: backtest score within this factor of the best
+
+
+@dataclass(frozen=True)
+class Combination:
+    """The chosen weights and how they were chosen.
+
+    ``scores``: median |ln(pred / obs)| at the backtest horizons, per candidate (inf: a
+    backtest failed more often than not); ``cv_error``: the leave-one-origin-out median
+    error of each rule; ``cv_paths``: per backtest, the chosen rule's out-of-sample ln L
+    prediction at its scored steps (what the calibration measures).
+    """
+
+    rule: str
+    weights: dict[str, float]
+    scores: dict[str, float]
+    cv_error: dict[str, float]
+    why: str
+    cv_paths: list[np.ndarray] = field(default_factory=list)
+
+
+def _horizon_errors(bts: Sequence[Backtest], label: str) -> np.ndarray:
+    e = np.array([abs(bt.error(label)[-1]) for bt in bts], dtype=float)
+    return np.where(np.isfinite(e), e, np.inf)
+
+
+def _score(bts: Sequence[Backtest], label: str) -> float:
+    return float(np.median(_horizon_errors(bts, label))) if bts else float("inf")
+
+
+def _best(bts: Sequence[Backtest], labels: Sequence[str]) -> dict[str, float]:
+    best = min(labels, key=lambda m: (_score(bts, m), labels.index(m)))
+    return {best: 1.0}
+
+
+def _stack(bts: Sequence[Backtest], labels: Sequence[str]) -> dict[str, float]:
+    scores = {m: _score(bts, m) for m in labels}
+    top = min(scores.values())
+    ok = [
+        m
+        for m in labels
+        if scores[m] <= _STACKED * top + 1e-12
+        and all(np.all(np.isfinite(bt.preds[m])) for bt in bts)
+    ]
+    if len(ok) < 2:
+        return _best(bts, labels)
+    rows, rhs = [], []
+    for bt in bts:
+        far = bt.ratio >= 1.0 + 0.5 * (bt.horizon_ratio - 1.0)
+        w = 1.0 / np.sqrt(max(int(far.sum()), 1))
+        rows.append(w * np.column_stack([bt.preds[m][far] for m in ok]))
+        rhs.append(w * bt.observed[far])
+    A, b = np.vstack(rows), np.concatenate(rhs)
+    stiff = 1e3 * max(float(np.abs(A).max()), 1.0)
+    A = np.vstack([A, np.full((1, len(ok)), stiff)])
+    b = np.concatenate([b, [stiff]])
+    w, _ = nnls(A, b, maxiter=50 * len(ok))
+    if not np.isfinite(w).all() or w.sum() <= 0:
+        return _best(bts, labels)
+    w = np.where(w < _MIN_WEIGHT * w.sum(), 0.0, w)  # drop dust: it only costs time
+    w /= w.sum()
+    return {m: float(v) for m, v in zip(ok, w) if v > 0}
+
+
+_RULE = {"stack": _stack, "best": _best}
+
+
+def _apply(weights: Mapping[str, float], bt: Backtest) -> np.ndarray:
+    """sum_m w_m ln L_m at the backtest's steps, renormalised over the members that gave a
+    finite prediction there (NaN where none did)."""
+    num = np.zeros(bt.steps.shape)
+    den = np.zeros(bt.steps.shape)
+    for m, w in weights.items():
+        p = bt.preds[m]
+        ok = np.isfinite(p)
+        num[ok] += w * p[ok]
+        den[ok] += w
+    with np.errstate(invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _cv(bts: Sequence[Backtest], labels: Sequence[str], rule: str) -> list[np.ndarray]:
+    out = []
+    for j, bt in enumerate(bts):
+        rest = [b for i, b in enumerate(bts) if i != j]
+        out.append(_apply(_RULE[rule](rest, labels), bt))
+    return out
+
+
+def combine(
+    bts: Sequence[Backtest], labels: Sequence[str], bic: Mapping[str, float]
+) -> Combination:
+    """Weights over ``labels`` (the candidates whose final fit is usable) from the backtests
+    ``bts`` (module docstring); ``bic`` of each final fit, for the no-backtest fallback."""
+    labels = list(labels)
+    scores = {m: _score(bts, m) for m in labels}
+    if not bts:
+        best = min(labels, key=lambda m: (bic.get(m, np.inf), labels.index(m)))
+        return Combination(
+            "best",
+            {best: 1.0},
+            scores,
+            {},
+            "the prefix is too short to hold a backtest: the model with the lowest BIC on it",
+        )
+    if len(bts) < _MIN_CV:
+        w = _best(bts, labels)
+        return Combination(
+            "best",
+            w,
+            scores,
+            {},
+            f"{len(bts)} backtest(s), too few to cross-validate stacking: the single best",
+            _cv(bts, labels, "best") if len(bts) > 1 else [_apply(w, bts[0])],
+        )
+    paths = {r: _cv(bts, labels, r) for r in RULES}
+    cv_error = {}
+    for r in RULES:
+        e = np.array([abs(p[-1] - bt.observed[-1]) for p, bt in zip(paths[r], bts)])
+        cv_error[r] = float(np.median(np.where(np.isfinite(e), e, np.inf)))
+    rule = "stack" if cv_error["stack"] < cv_error["best"] else "best"
+    weights = _RULE[rule](bts, labels)
+    why = (
+        f"{rule} chosen by leave-one-origin-out over {len(bts)} backtests: median held-out "
+        f"|ln(pred/obs)| {100 * cv_error['stack']:.2f} % stacked vs "
+        f"{100 * cv_error['best']:.2f} % single best"
+    )
+    return Combination(rule, weights, scores, cv_error, why, paths[rule])

@@ -272,3 +272,44 @@ def test_fixed_parameters_are_reported_and_held() -> None:
     assert "L_inf" not in res.params
     assert res.theta()["L_inf"] == 0.8
     assert "fixed" in res.report()
+
+
+def test_an_instrumented_log_gives_every_peer_the_plain_csv_fit(tmp_path) -> None:
+    """The recorder's trajectory.csv (with loss_std, batch_size) and a plain CSV of the same
+    curve give each law the same fit: the spread of per-sample losses does not reweight
+    the fit by default (late in a run sigma_L / L grows tenfold, and weighting by it handed
+    the fit to the first steps: power_steps +147 % instead of +66 % on the demo run)."""
+    from lossrate import read_log
+
+    n = 600
+    steps = np.arange(1, n + 1)
+    clean = 0.05 + 2.0 * (1 + steps / 20.0) ** -0.8
+    rng = np.random.default_rng(3)
+    loss = clean * np.exp(rng.normal(0, 0.02, n) * np.linspace(1, 5, n))
+    cv = np.linspace(0.3, 2.7, n)
+    meta = RunMeta(loss="ce", classes=10, name="run")
+    traj = Trajectory.from_arrays(
+        loss,
+        step=steps,
+        lr=np.full(n, 0.1),
+        meta=meta,
+        loss_std=cv * loss,
+        batch_size=np.full(n, 128.0),
+    )
+    traj.write(tmp_path / "trajectory.csv")
+    rows = ["step,lr,train_loss"] + [f"{s},0.1,{float(v)!r}" for s, v in zip(steps, loss)]
+    (tmp_path / "plain.csv").write_text("\n".join(rows) + "\n")
+    instrumented = read_log(tmp_path / "trajectory.csv")
+    plain = read_log(tmp_path / "plain.csv")
+    assert instrumented.has("loss_std") and not plain.has("loss_std")
+    for model in ("power_steps", "power_S", "exponential", "momentum", "multipower"):
+        a = fit(instrumented.prefix(0.3), model, bootstrap=0)
+        b = fit(plain.prefix(0.3), model, bootstrap=0)
+        for name, value in a.params.items():
+            assert value == pytest.approx(b.params[name], rel=1e-6, abs=1e-12), (model, name)
+    # the measured-noise weighting stays available, and changes the fit
+    m = fit(instrumented.prefix(0.3), "power_steps", bootstrap=0, weights="measured")
+    assert any("sigma_L" in note for note in m.notes)
+    assert m.params["alpha"] != pytest.approx(
+        fit(plain.prefix(0.3), "power_steps", bootstrap=0).params["alpha"], rel=1e-3
+    )

@@ -8,9 +8,14 @@ and a parameter map z -> (theta_1 .. theta_R) (:mod:`lossrate.fitting.params`):
 
 * ``rho`` is scipy's robust loss ("soft_l1", "huber" or "linear") with ``f_scale`` in units
   of the standardised residual (default 3: points beyond 3 noise sd are down-weighted);
-* w_ri is the noise sd of ln y: its level comes from the data (robust scale of second
-  differences of ln y, which sees the batch noise but not a smooth trend); when the run logs
-  ``loss_std`` and ``batch_size`` the shape follows sigma_L / (L sqrt(B)) (theory §4.2);
+* w_ri is the noise sd of ln y, one level per run from the data (robust scale of second
+  differences of ln y, which sees the batch noise but not a smooth trend). With
+  ``weights="measured"`` and a run that logs ``loss_std`` and ``batch_size`` its shape
+  follows sigma_L / (L sqrt(B)) (theory §4.2) instead; that is not the default because late
+  in a run sigma_L / L grows tenfold, so those weights hand the fit to the early steps and a
+  law that is not exact there extrapolates far worse (the demo's MNIST run: power_steps
+  +147 % with them, +66 % without), and because the same curve must get the same fit from
+  a plain CSV and from an instrumented log;
 * the search runs on z = ln(value) for log-scale parameters, within bounds, from every guess
   of the model plus jittered copies of the best one (``starts``), and keeps the best optimum.
 
@@ -199,7 +204,11 @@ def _noise_sd(run: RunData, log: bool, weights: str) -> tuple[np.ndarray, str | 
     note = None
     traj = run.traj
     sd = np.full(y.size, level)
-    if traj.has("loss_std") and (traj.has("batch_size") or traj.meta.batch_size):
+    if (
+        weights == "measured"
+        and traj.has("loss_std")
+        and (traj.has("batch_size") or traj.meta.batch_size)
+    ):
         bs = traj.batch_size if traj.has("batch_size") else np.full(y.size, traj.meta.batch_size)
         shape = traj.loss_std / np.sqrt(np.asarray(bs, dtype=float))  # type: ignore[operator]
         if log:
@@ -576,8 +585,10 @@ def fit(
         seed: seed of the jitter and the bootstrap.
         prior: Gaussian priors ``{"name": (mean, sd)}``: mean in natural units, sd on the
             search scale (relative for log-scale parameters).
-        weights: "noise" (standardise residuals by the estimated noise sd) or "none" (raw
-            residuals: a peer's own recipe, e.g. loss="huber", f_scale=1e-3 on ln L).
+        weights: "noise" (standardise residuals by the run's estimated noise sd),
+            "measured" (its shape from the logged sigma_L / (L sqrt(B)), module docstring) or
+            "none" (raw residuals: a peer's own recipe, e.g. loss="huber", f_scale=1e-3 on
+            ln L).
         intervals: False skips the bootstrap: point estimates only (NaN errors, no draws;
             a prediction's interval then holds observation noise only), for fits whose
             interval nobody reads (backtests).
@@ -704,7 +715,7 @@ def _fit(
 ) -> Fit:
     t_start = time.perf_counter()
     loss = check_choice("loss", loss, LOSSES)
-    weights = check_choice("weights", weights, ("noise", "none"))
+    weights = check_choice("weights", weights, ("noise", "measured", "none"))
     f_scale = 3.0 if f_scale is None else float(f_scale)
     if not (np.isfinite(f_scale) and f_scale > 0):
         raise InvalidArgumentError(f"f_scale must be finite and > 0, got {f_scale!r}.")

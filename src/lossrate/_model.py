@@ -105,6 +105,11 @@ class CurveModel(ABC):
         """One line naming the model and its fixed settings (for tables and reports)."""
         return self.name
 
+    def asymptote(self, theta: Mapping[str, float], run: RunData) -> float | None:
+        """The loss the law approaches as training goes on (its floor), None when the law
+        has none that its parameters name. Used for the reported floor."""
+        return None
+
 
 class JacobianModel(CurveModel):
     """A curve model that gives its own derivatives (the fitting engine then uses them

@@ -57,6 +57,10 @@ class MomentumLaw(CurveModel):
         """The largest annealing area a decay from the peak can build: peak / (1 - lambda)."""
         return max(float(np.max(run.schedule.lr)), 1e-300) / (1.0 - self.decay)
 
+    def asymptote(self, theta: Mapping[str, float], run: RunData) -> float | None:
+        """L0: the loss the law approaches as the lr sum (or step count) grows."""
+        return float(theta["L0"])
+
     def params(self, run: RunData) -> Sequence[Param]:
         hi = loss_range(run)[1]
         return (

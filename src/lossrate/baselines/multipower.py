@@ -63,6 +63,10 @@ class MultiPowerLaw(JacobianModel):
             )
         return n
 
+    def asymptote(self, theta: Mapping[str, float], run: RunData) -> float | None:
+        """L0: the loss the law approaches as the lr sum (or step count) grows."""
+        return float(theta["L0"])
+
     def params(self, run: RunData) -> Sequence[Param]:
         hi = loss_range(run)[1]
         peak = max(float(np.max(run.schedule.lr)), 1e-300)

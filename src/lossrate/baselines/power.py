@@ -48,6 +48,10 @@ class _PowerLaw(CurveModel):
     def _x(self, run: RunData, steps: np.ndarray) -> np.ndarray:
         """The clock at ``steps`` (checked whole steps of ``run.schedule``)."""
 
+    def asymptote(self, theta: Mapping[str, float], run: RunData) -> float | None:
+        """L0: the loss the law approaches as the lr sum (or step count) grows."""
+        return float(theta["L0"])
+
     def params(self, run: RunData) -> Sequence[Param]:
         return (
             _floor_param(run),
@@ -103,6 +107,10 @@ class Exponential(CurveModel):
     """L(s) = L0 + A exp(-S(s) / tau) in intrinsic time S (module docstring)."""
 
     name: ClassVar[str] = "exponential"
+
+    def asymptote(self, theta: Mapping[str, float], run: RunData) -> float | None:
+        """L0: the loss the law approaches as the lr sum (or step count) grows."""
+        return float(theta["L0"])
 
     def params(self, run: RunData) -> Sequence[Param]:
         span = max(float(run.schedule.S(int(run.traj.step[-1]))), 1e-12)

@@ -136,10 +136,12 @@ def predict(
         if ok.sum() < max(5, 0.5 * len(curves)):
             warnings.append("most parameter draws give no finite curve here; interval unreliable")
         curves = curves[ok] if ok.any() else best[None, :]
-        lo_m = np.minimum(np.quantile(curves, a, axis=0), best)
-        hi_m = np.maximum(np.quantile(curves, 1 - a, axis=0), best)
-    lo = best - np.sqrt((best - lo_m) ** 2 + (z * noise) ** 2)
-    hi = best + np.sqrt((hi_m - best) ** 2 + (z * noise) ** 2)
+        with np.errstate(invalid="ignore"):  # a law that diverges at S = 0 is inf there
+            lo_m = np.minimum(np.quantile(curves, a, axis=0), best)
+            hi_m = np.maximum(np.quantile(curves, 1 - a, axis=0), best)
+    with np.errstate(invalid="ignore"):
+        lo = best - np.sqrt((best - lo_m) ** 2 + (z * noise) ** 2)
+        hi = best + np.sqrt((hi_m - best) ** 2 + (z * noise) ** 2)
     back = np.exp if log else (lambda v: v)
     return Prediction(
         step=steps,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import InvalidArgumentError
+from .._errors import InvalidArgumentError, LossrateError
 from .._model import CurveModel
 from .._results import FitResult, Prediction
 from ..closures import Closure
@@ -119,19 +119,22 @@ def _schedule_of(traj: Trajectory) -> Schedule | None:
 def fit_prefix(
     traj: Trajectory,
     *,
-    model: str | CurveModel = "ode",
+    model: str | CurveModel = "auto",
     until: float = 0.3,
     level: float = 0.9,
     bootstrap: int = 200,
     seed: int = 0,
     prior: Any = None,
+    ahead: Schedule | None = None,
 ) -> FitResult:
     """Fit ``model`` on the first ``until`` of the run's steps, under the whole run's schedule.
 
     The ODE models choose their closure from the run's metadata (``meta.loss``,
     ``meta.classes``), so set those on the trajectory. With ``prior`` (a
     :class:`lossrate.prior.Prior`) the fit is the MAP fit of :func:`lossrate.fit_with_prior`,
-    whose model is the prior's (``model`` is then ignored).
+    whose model is the prior's (``model`` is then ignored). ``ahead``: the schedule a what-if
+    prediction will follow (``auto`` backtests at its horizon and weighs the laws with a decay
+    gain when it decays).
     """
     from ..fit import fit
 
@@ -151,6 +154,9 @@ def fit_prefix(
         return fit_with_prior(
             part, prior, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
         )
+    if isinstance(model, str) and model == "auto":
+        extra: dict[str, Any] = {} if ahead is None else {"ahead": ahead}
+        return fit(part, "auto", schedule=_schedule_of(traj), level=level, seed=seed, **extra)
     return fit(
         part, model, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
     )
@@ -160,7 +166,7 @@ def analyze(
     traj: Trajectory,
     *,
     closure: Closure | None = None,
-    model: str | CurveModel = "ode",
+    model: str | CurveModel = "auto",
     until: float = 0.3,
     peers: Sequence[str] = (),
     target: float | None = None,
@@ -186,11 +192,16 @@ def analyze(
         prior: a :class:`lossrate.prior.Prior` from earlier runs: the main fit is then the
             MAP fit of :func:`lossrate.fit_with_prior` with the prior's model; the peers are
             fitted on the prefix alone.
+
+    With ``model="auto"`` the peers are its members (each candidate's fit on the prefix),
+    so nothing is fitted twice; a peer it does not hold is fitted as usual.
     """
+    from ..auto import AutoFit
     from ..fit import get_model, predict
 
     for name in (model, *peers):
-        get_model(name)  # an unknown name fails now, not after the first fit
+        if not (isinstance(name, str) and name == "auto"):
+            get_model(name)  # an unknown name fails now, not after the first fit
     done = on_stage or (lambda _name: None)
     f = fit_prefix(
         traj, model=model, until=until, level=level, bootstrap=bootstrap, seed=seed, prior=prior
@@ -205,13 +216,18 @@ def analyze(
     done("predict")
     peer_preds: dict[str, Prediction] = {}
     peer_fits: dict[str, FitResult] = {}
-    for name in peers:
+    members = dict(f.members) if isinstance(f, AutoFit) else {}
+    for name in [*members, *(p for p in peers if p not in members)]:
         if name == model and prior is None:
             continue
-        pf = fit_prefix(traj, model=name, until=until, level=level, bootstrap=0, seed=seed)
+        if name in members:
+            pf: FitResult = members[name]
+        else:
+            pf = fit_prefix(traj, model=name, until=until, level=level, bootstrap=0, seed=seed)
         peer_fits[name] = pf
         peer_preds[name] = predict(pf, traj.step)
-        done(f"peer {name}")
+        if name in peers:
+            done(f"peer {name}")
     cut = _cut(f)
     numbers, notes = _target_numbers(f, traj, target, joules_per_step)
     headline = Headline.from_prediction(traj, pred, cut_step=cut, **numbers)
@@ -224,84 +240,166 @@ def _cut(f: FitResult) -> int | None:
     return None
 
 
+def model_floor(f: FitResult) -> float | None:
+    """The loss floor a fit implies: ``auto``'s floor (its members' floors, pooled as its
+    prediction is), an ODE model's budget floor (:func:`lossrate.floor` of its rate), else its
+    ``L_inf``, or a peer law's asymptote ``L0``; None when the model has none."""
+    from ..auto import AutoFit
+    from ..auto._fit import member_floor
+
+    if isinstance(f, AutoFit):
+        return float(f.floor)
+    theta = getattr(f, "theta", None)
+    if not callable(theta) or not getattr(f, "runs", ()):
+        return None
+    try:
+        return member_floor(f)  # type: ignore[arg-type]
+    except LossrateError:
+        return None
+
+
 def _target_numbers(
     f: FitResult,
     traj: Trajectory,
     target: float | None,
     joules_per_step: float | None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Floor, and time / steps / energy to ``target``, from :mod:`lossrate.bounds`.
+    """Floor, and time / steps / energy to ``target``: from the log where it already tells.
 
-    Needs the fitted model's ODE components: ``model.components(theta, run)`` returns
-    (closure, rate, L0) with the rate in intrinsic time counted from the run's first logged
-    step and L0 the loss there. Steps count from that step, under the run's schedule
-    continued at its last learning rate. Energy per step: the run's ``energy_j`` column
-    (its meter in ``meta.energy_source``), else ``joules_per_step`` (an estimate).
-    Returns the numbers and notes on what could not be computed.
+    * The floor is the model's (:func:`model_floor`), but never above the lowest smoothed
+      loss the log reached (:func:`lossrate.metrics.smoothed`): a model whose floor lies
+      above it does not describe the later run, which the notes say plainly.
+    * A target the smoothed log already reached is read from the log: the first step where
+      the smoothed loss is at or below it, the lr sum to there and the energy logged to
+      there.
+    * Otherwise the fitted curve is followed past the log (its schedule continued at the
+      last lr, up to 10 million steps) to the first step where it reaches the target; a
+      target at or below the floor is never reached.
+
+    Steps and intrinsic time count from the run's first logged step. Energy per step: the
+    run's ``energy_j`` column (its meter in ``meta.energy_source``), else
+    ``joules_per_step`` (an estimate).
     """
-    from .. import bounds
+    from ..metrics import smoothed
 
     out: dict[str, Any] = {"target": target}
-    components = getattr(f.model, "components", None)
-    runs = getattr(f, "runs", ())
-    if components is None or not runs:
-        return out, [
-            f"floor, time and energy to target not computed: model {f.model.describe()!r} does "
-            "not expose its ODE components (closure, rate, L0)."
-        ]
-    run = runs[0]
-    closure, rate, L0 = components(f.theta(), run)  # type: ignore[attr-defined]
-    out["floor"] = float(bounds.floor(closure, rate, L0))
-    if target is None:
-        return out, []
-    T = float(bounds.time_to_target(closure, rate, L0, target))
-    out["time_to_target"] = T
-    first = int(run.traj.step[0])
-    sched = Schedule(run.schedule.lr[first:], run.schedule.name)
-    out["steps_to_target"] = _steps_at(T, sched)
     notes: list[str] = []
-    energy: Any = None
-    if traj.has("energy_j"):
-        energy = traj
-        out["energy_source"] = traj.meta.energy_source or "unknown meter"
-        out["energy_is_estimate"] = "estimate" in out["energy_source"]
-    elif joules_per_step is not None:
-        energy = float(joules_per_step)
-        out["energy_source"] = f"{joules_per_step:g} J per step (given)"
-        out["energy_is_estimate"] = True
-    else:
+    obs = smoothed(traj.loss) if np.all(traj.loss > 0) else traj.loss
+    i_low = int(np.argmin(obs))
+    lowest = float(obs[i_low])
+    floor = model_floor(f)
+    if floor is None:
+        notes.append(f"no floor: model {f.model.describe()!r} has no asymptote.")
+    elif floor > lowest:
+        out["floor"] = lowest
+        out["floor_model"] = floor
         notes.append(
-            "energy to target not computed: the run logs no energy_j; pass --joules-per-step."
-        )
-    steps = out["steps_to_target"]
-    if energy is None or not math.isfinite(steps):
-        pass  # no meter, or never reached: the headline says so
-    elif steps > _MAX_PLAN_STEPS:
-        notes.append(
-            f"energy to target not computed: it takes more than {_MAX_PLAN_STEPS:,} steps."
+            f"the model's floor {floor:.4g} lies above losses the log already reached (smoothed "
+            f"{lowest:.4g} at step {int(traj.step[i_low])}): the fitted law does not describe the "
+            f"later run, so the floor is reported as at most {lowest:.4g}."
         )
     else:
-        est = bounds.energy_to_target(
-            closure,
-            rate,
-            L0,
-            target,
-            sched.extend(max(int(steps), sched.n_steps)),
-            energy_per_step=energy,
+        out["floor"] = floor
+    if target is None:
+        return out, notes
+    first = int(traj.step[0])
+    sched = _schedule_of(traj)
+    reached = np.flatnonzero(obs <= target)
+    energy, source = _energy_per_step(traj, joules_per_step, notes)
+    if reached.size:
+        s_hit = int(traj.step[reached[0]])
+        out["target_source"] = "log"
+        out["steps_to_target"] = float(s_hit - first)
+        out["time_to_target"] = (
+            float(sched.S(s_hit) - sched.S(first)) if sched is not None else None
         )
-        out["energy_to_target_j"] = float(est.energy_j)
-        notes.extend(est.notes)
+        notes.append(
+            f"the log already reached the target {target:.4g} (smoothed loss) at step {s_hit}: "
+            "steps, time and energy to it are read from the log."
+        )
+    elif out.get("floor") is not None and target <= out["floor"]:
+        out["target_source"] = "model"
+        out["steps_to_target"] = math.inf
+        out["time_to_target"] = math.inf
+        return out, notes
+    else:
+        out["target_source"] = "model"
+        s_hit_f = _crossing(f, target, first)
+        out["steps_to_target"] = s_hit_f - first if math.isfinite(s_hit_f) else math.inf
+        if not math.isfinite(s_hit_f):
+            notes.append(
+                f"the prediction does not reach {target:.4g} within {_MAX_PLAN_STEPS:,} steps "
+                "(schedule continued at its last lr)."
+            )
+            out["time_to_target"] = math.inf
+        elif sched is not None:
+            ext = sched.extend(max(int(s_hit_f), sched.n_steps))
+            out["time_to_target"] = float(ext.S(int(s_hit_f)) - ext.S(first))
+    steps = out.get("steps_to_target")
+    if energy is not None and steps is not None and math.isfinite(steps):
+        out["energy_to_target_j"] = _energy_to(traj, energy, first, int(steps))
+        out["energy_source"] = source
+        out["energy_is_estimate"] = "estimate" in source or "given" in source
     return out, notes
 
 
-def _steps_at(T: float, sched: Schedule) -> float:
-    """Steps N with S(N) >= T under ``sched`` continued at its last learning rate (inf: never)."""
-    if not math.isfinite(T):
+def _energy_per_step(
+    traj: Trajectory, joules_per_step: float | None, notes: list[str]
+) -> tuple[Any, str]:
+    if traj.has("energy_j"):
+        return traj, traj.meta.energy_source or "unknown meter"
+    if joules_per_step is not None:
+        return float(joules_per_step), f"{joules_per_step:g} J per step (given)"
+    notes.append("energy to target not computed: the run logs no energy_j; pass --joules-per-step.")
+    return None, ""
+
+
+def _energy_to(traj: Trajectory, energy: Any, first: int, steps: int) -> float:
+    """Joules of the ``steps`` steps after ``first``: the logged per-step energy where the log
+    holds every one of them, else its mean per logged step times the steps."""
+    if not isinstance(energy, Trajectory):
+        return float(energy) * steps
+    col = np.asarray(energy.energy_j, dtype=float)
+    ok = np.isfinite(col)
+    inside = (traj.step >= first) & (traj.step < first + steps)
+    if ok[inside].all() and inside.sum() == steps:
+        return float(col[inside].sum())
+    return float(np.mean(col[ok])) * steps
+
+
+def _crossing(f: FitResult, target: float, first: int) -> float:
+    """The first step at which the fitted curve reaches ``target`` (the schedule continued at
+    its last lr; inf beyond the planning cap)."""
+    from ..auto import AutoFit
+
+    if isinstance(f, AutoFit) and f.run is not None:
+        model, theta, run = f.model, {}, f.run
+    else:
+        runs = getattr(f, "runs", ())
+        if not runs:
+            return math.inf
+        model, theta, run = f.model, f.theta(), runs[0]  # type: ignore[attr-defined]
+    start = int(run.traj.step[-1])
+    cap = int(min(_MAX_PLAN_STEPS, max(1000 * max(start, 1), run.schedule.n_steps)))
+    ext = run.with_schedule(run.schedule.extend(max(cap, run.schedule.n_steps)))
+    grid = np.unique(np.geomspace(max(start, 1), cap, 400).astype(np.int64))
+
+    def at(steps: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return np.asarray(model.curve(theta, ext, steps), dtype=float)
+
+    vals = at(grid)
+    hit = np.flatnonzero(np.isfinite(vals) & (vals <= target))
+    if not hit.size:
         return math.inf
-    end = float(sched.cumulative[-1])
-    if T <= end:
-        return float(np.searchsorted(sched.cumulative, T * (1 - 1e-12), side="left"))
-    last = float(sched.lr[-1])
-    if last <= 0:
-        return math.inf
-    return float(sched.n_steps + math.ceil((T - end) / last - 1e-9))
+    j = int(hit[0])
+    if j == 0:
+        return float(grid[0])
+    lo, hi = int(grid[j - 1]), int(grid[j])
+    while hi - lo > 1:  # the curve falls: bisect on whole steps
+        mid = (lo + hi) // 2
+        if at(np.array([mid]))[0] <= target:
+            hi = mid
+        else:
+            lo = mid
+    return float(hi)

@@ -1,8 +1,10 @@
 """The headline numbers of a report: one frozen :class:`Headline` per fitted run.
 
-``observed_final`` is the mean observed loss over the last 5 % of logged rows (at least
-1, at most 50 rows), because a single batch loss is noisy; ``predicted_final`` is the
-model at the last logged step with its interval at the prediction's level.
+``observed_final`` is the observed loss at the last logged step smoothed as every score is
+(:func:`lossrate.metrics.smoothed`: Savitzky–Golay of order 1 on ln L over 5 % of the
+rows, 5-51), because a single batch loss is noisy and a trailing mean lags a falling curve;
+``predicted_final`` is the model at the last logged step with its interval at the
+prediction's level.
 """
 
 from __future__ import annotations
@@ -14,19 +16,22 @@ from typing import Any
 import numpy as np
 
 from .._results import Prediction
+from ..metrics import smooth_window, smoothed
 from ..trajectory import Trajectory
 
 __all__ = ["Headline", "observed_final", "observed_window", "predicted_at"]
 
 
 def observed_window(n: int) -> int:
-    """Rows averaged for the observed final loss: 5 % of ``n``, clipped to [1, 50]."""
-    return int(np.clip(round(0.05 * n), 1, 50))
+    """Rows in the smoothing window of the observed final loss (:func:`smooth_window`)."""
+    return smooth_window(n)
 
 
 def observed_final(traj: Trajectory) -> float:
-    """Mean observed loss over the last :func:`observed_window` rows."""
-    return float(np.mean(traj.loss[-observed_window(traj.n) :]))
+    """The observed loss at the last logged step, smoothed (module docstring)."""
+    if not np.all(traj.loss > 0):
+        return float(traj.loss[-1])
+    return float(smoothed(traj.loss)[-1])
 
 
 def predicted_at(prediction: Prediction, step: float) -> tuple[float, float, float]:
@@ -45,14 +50,17 @@ class Headline:
 
     Attributes:
         final_step: last logged step of the run.
-        observed_final: mean observed loss over the last ``observed_rows`` rows.
-        observed_rows: rows averaged for ``observed_final``.
+        observed_final: the observed loss at ``final_step``, smoothed over ``observed_rows``.
+        observed_rows: rows in the smoothing window of ``observed_final``.
         predicted_final: model loss at ``final_step``.
         predicted_lower, predicted_upper: its interval at ``level``.
         level: interval level (e.g. 0.9).
         cut_step: last step the model was fitted on (None: the whole run).
-        floor: predicted loss floor (budget floor of the fitted rate).
+        floor: predicted loss floor, never above the lowest smoothed loss the log reached.
+        floor_model: the model's own floor when it lay above that (the model does not
+            describe the later run), else None.
         target: target loss of the time/energy estimates.
+        target_source: "log" (the log already reached the target) or "model".
         time_to_target: intrinsic time (sum of learning rates) to reach ``target``.
         steps_to_target: optimizer steps to reach ``target`` under the run's schedule.
         energy_to_target_j: energy to reach ``target``, joules.
@@ -69,7 +77,9 @@ class Headline:
     level: float
     cut_step: int | None = None
     floor: float | None = None
+    floor_model: float | None = None
     target: float | None = None
+    target_source: str | None = None
     time_to_target: float | None = None
     steps_to_target: float | None = None
     energy_to_target_j: float | None = None
@@ -106,9 +116,20 @@ class Headline:
         """(predicted - observed) / observed at the final step."""
         return (self.predicted_final - self.observed_final) / self.observed_final
 
+    @property
+    def log_error(self) -> float:
+        """ln(predicted / observed) at the final step (nan when either is not positive)."""
+        if self.predicted_final <= 0 or self.observed_final <= 0:
+            return float("nan")
+        return float(np.log(self.predicted_final / self.observed_final))
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict, with ``relative_error`` added."""
-        return {**dataclasses.asdict(self), "relative_error": self.relative_error}
+        """Plain dict, with ``relative_error`` and ``log_error`` added."""
+        return {
+            **dataclasses.asdict(self),
+            "relative_error": self.relative_error,
+            "log_error": self.log_error,
+        }
 
     def report(self) -> str:
         """A few plain-text lines for the terminal."""
@@ -116,10 +137,16 @@ class Headline:
         lines = [
             f"final loss at step {self.final_step}: predicted {self.predicted_final:.4g} "
             f"({pct} interval [{self.predicted_lower:.4g}, {self.predicted_upper:.4g}]), "
-            f"observed {self.observed_final:.4g} (mean of last {self.observed_rows} rows); "
-            f"error {100 * self.relative_error:+.2f} %",
+            f"observed {self.observed_final:.4g} (smoothed over the last {self.observed_rows} "
+            f"rows); error {100 * self.relative_error:+.2f} % "
+            f"(log ratio {self.log_error:+.4f})",
         ]
-        if self.floor is not None:
+        if self.floor is not None and self.floor_model is not None:
+            lines.append(
+                f"loss floor: at most {self.floor:.4g} (the log went there; the model's own "
+                f"floor {self.floor_model:.4g} lies above it: it does not fit the later run)"
+            )
+        elif self.floor is not None:
             lines.append(f"loss floor: {self.floor:.4g}")
         if self.target is not None:
             lines.append(f"target loss {self.target:.4g}: {_target_text(self)}")
@@ -131,7 +158,7 @@ def _target_text(h: Headline) -> str:
         return "not computed"
     if h.time_to_target is not None and not np.isfinite(h.time_to_target):
         return "never reached (the target is at or below the floor)"
-    parts = []
+    parts = ["read from the log"] if h.target_source == "log" else []
     if h.time_to_target is not None:
         parts.append(f"intrinsic time {h.time_to_target:.4g}")
     if h.steps_to_target is not None:

@@ -180,7 +180,7 @@ def _run(
         analysis = analyze(
             traj,
             closure=closure,
-            model="ode",
+            model="auto",
             until=until,
             peers=peers,
             target=target if target is not None else default_target(observed_final(traj)),
@@ -192,7 +192,7 @@ def _run(
             "config": DEMO_CONFIG,
             "steps": cfg.train.steps,
             "until": until,
-            "model": "ode",
+            "model": "auto",
             "peers": ",".join(peers),
             "target": analysis.headline.target,
             "loss": "ce",

@@ -26,7 +26,16 @@ from .trajectory import Trajectory
 __all__ = ["AutoFit", "Fit", "available_models", "fit", "fit_many", "get_model", "predict"]
 
 #: options of :func:`fit` that ``auto`` takes (the rest belong to one model's fit)
-AUTO_OPTIONS = ("schedule", "level", "seed", "bootstrap", "horizon", "candidates", "max_points")
+AUTO_OPTIONS = (
+    "schedule",
+    "level",
+    "seed",
+    "bootstrap",
+    "horizon",
+    "ahead",
+    "candidates",
+    "max_points",
+)
 
 
 def available_models() -> list[str]:

@@ -29,8 +29,9 @@ __all__ = ["Backtest", "plan_origins", "run_backtests"]
 
 #: backtest origins planned per prefix
 N_ORIGINS = 5
-#: the fewest points a backtest fits
+#: the fewest points a backtest fits, and the least share of the prefix's points
 MIN_POINTS = 12
+MIN_SHARE = 0.2
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,7 +67,7 @@ def plan_origins(
     lie at or before an origin.
     """
     if min_points is None:
-        min_points = max(MIN_POINTS, steps.size // 5)
+        min_points = max(MIN_POINTS, int(MIN_SHARE * steps.size))
     s0, sn = int(steps[0]), int(steps[-1])
     span = sn - s0
     if steps.size < min_points + 2 or span <= 0:

@@ -210,9 +210,10 @@ def _noise(traj: Trajectory) -> float:
     return float(1.4826 * np.median(np.abs(e - np.median(e))))
 
 
-def member_floor(f: Fit) -> float:
-    """The loss a fitted member approaches (the budget floor of an ODE model's rate, else its
-    ``L_inf``; a peer law's asymptote ``L0``)."""
+def member_floor(f: Fit) -> float | None:
+    """The loss a fitted model approaches: the budget floor of an ODE model's rate
+    (:func:`lossrate.floor` of its components), else the model's own
+    :meth:`~lossrate.CurveModel.asymptote`, else its ``L_inf``; None when it names none."""
     theta = f.theta()
     components = getattr(f.model, "components", None)
     if callable(components):
@@ -220,10 +221,22 @@ def member_floor(f: Fit) -> float:
 
         closure, rate, L0 = components(theta, f.runs[0])
         return float(floor(closure, rate, L0))
-    for key in ("L_inf", "L0"):
-        if key in theta:
-            return float(theta[key])
-    return 0.0
+    value = f.model.asymptote(theta, f.runs[0])
+    if value is not None:
+        return float(value)
+    return float(theta["L_inf"]) if "L_inf" in theta else None
+
+
+def _pooled_floor(members: Mapping[str, Fit], weights: Mapping[str, float]) -> float:
+    """The members' floors pooled as their predictions are: exp(sum_m w_m ln floor_m) (0
+    when a member has none or a floor of 0)."""
+    total = 0.0
+    for m, w in weights.items():
+        f = member_floor(members[m])
+        if f is None or f <= 0:
+            return 0.0
+        total += w * float(np.log(f))
+    return float(np.exp(total))
 
 
 def _decay_seen(run: RunData) -> bool:
@@ -252,6 +265,7 @@ def fit_auto(
     *,
     schedule: Schedule | None = None,
     horizon: int | None = None,
+    ahead: Schedule | None = None,
     models: Sequence[str | Candidate] | str | None = None,
     level: float = 0.9,
     seed: int = 0,
@@ -265,8 +279,11 @@ def fit_auto(
         schedule: the lr of every step, to the end of the run (default: rebuilt from the
             logged lr, which then ends at the prefix).
         horizon: the last step to be predicted, which sets the extrapolation ratio of the
-            backtests (default: the end of the schedule; when that is the prefix's own end,
-            a ratio of 2).
+            backtests (default: the end of ``ahead``, else of the schedule; when that is the
+            prefix's own end, a ratio of 2).
+        ahead: the schedule the prediction will follow (a what-if), when it is not
+            ``schedule``: its lr after the fitted steps decides whether the lr decays ahead
+            (only models with a decay gain are then weighed).
         models: the models weighed (labels of :data:`~lossrate.auto.CANDIDATES` or
             registered names; default all of those).
         level: interval level.
@@ -291,15 +308,16 @@ def fit_auto(
         raise DataError(
             f"the run holds {raw.n} logged step(s); auto needs at least 8 to fit and backtest."
         )
-    end = run.schedule.n_steps if horizon is None else int(horizon)
-    if horizon is not None and not sn < end <= run.schedule.n_steps:
+    plan = run.schedule if ahead is None else ahead
+    end = plan.n_steps if horizon is None else int(horizon)
+    if horizon is not None and not sn < end <= plan.n_steps:
         raise InvalidArgumentError(
             f"horizon={horizon!r} must lie after the last fitted step {sn} and within the "
-            f"schedule's {run.schedule.n_steps} steps; extend the schedule to reach it."
+            f"schedule's {plan.n_steps} steps; extend the schedule to reach it."
         )
     ratio = (end - s0) / (sn - s0) if end > sn else _DEFAULT_RATIO
     excluded: dict[str, str] = {}
-    if decays_ahead(run.schedule, sn, end):
+    if decays_ahead(plan, sn, end):
         gain = tuple(c for c in cands if c.decay_gain)
         if gain:
             excluded = {
@@ -320,10 +338,11 @@ def fit_auto(
         except LossrateError as exc:
             failed[c.label] = str(exc)
             continue
+        at = min(max(end, sn), run.schedule.n_steps)
         with np.errstate(all="ignore"):
-            last = f.model.curve(f.theta(), f.runs[0], np.array([max(end, sn)]))
+            last = f.model.curve(f.theta(), f.runs[0], np.array([at]))
         if not np.all(np.isfinite(last)) or not np.all(np.asarray(last) > 0):
-            failed[c.label] = f"its prediction at step {max(end, sn)} is not finite"
+            failed[c.label] = f"its prediction at step {at} is not finite"
             continue
         members[c.label] = f
         say(c.label)
@@ -335,15 +354,7 @@ def fit_auto(
     labels = [c.label for c in cands if c.label in members]
     combo = combine(backtests, labels, {m: members[m].metrics.get("bic", np.inf) for m in labels})
     cal = calibrate(backtests, combo.cv_paths)
-    with np.errstate(all="ignore"):
-        floor = float(
-            np.exp(
-                sum(
-                    w * np.log(max(member_floor(members[m]), 1e-300))
-                    for m, w in combo.weights.items()
-                )
-            )
-        )
+    floor = _pooled_floor(members, combo.weights)
     model = AutoModel(
         tuple(
             (m, w, members[m].model, members[m].theta())
@@ -394,7 +405,7 @@ def fit_auto(
         backtests=tuple(backtests),
         lr_cut=float(run.schedule.lr[min(sn, run.schedule.n_steps - 1)]),
         decay_seen=_decay_seen(run),
-        floor=floor if floor > 1e-300 else 0.0,
+        floor=floor,
     )
 
 

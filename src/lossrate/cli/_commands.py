@@ -167,6 +167,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
             bootstrap=args.bootstrap,
             seed=args.seed,
             prior=prior,
+            ahead=schedule,
         )
         st.advance("fit")
         first = int(traj.step[0])
@@ -195,11 +196,13 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         if schedule is not None
         else "under the run's own schedule"
     )
+    why = f.why() if hasattr(f, "why") else []
     text = "\n".join(
         [
             f"{f.model.describe()} fitted on steps {_span(f)}"
             + (f" under the prior from {args.prior}" if with_prior else "")
             + f"; prediction {what}:",
+            *why,
             *rows,
             *(f"warning: {w}" for w in pred.warnings),
         ]
@@ -300,7 +303,7 @@ def _cmd_report(args: argparse.Namespace) -> Outcome:
         args.log = args.path
         folder = args.out or _default_out(args.path)
     for key in ("loss", "classes", "alpha", "model", "lr"):
-        if getattr(args, key) in (None, "ode") and saved.get(key) is not None:
+        if getattr(args, key) is None and saved.get(key) is not None:
             setattr(args, key, saved[key])
     # a report of a fit made under a prior is redrawn under the same prior, when still there
     args.prior = Path(saved["prior"]) if saved.get("prior") else None
@@ -343,10 +346,10 @@ def _names(text: str) -> list[str]:
 
 
 def _model(args: argparse.Namespace) -> str:
-    """--model, defaulting to ode (ode_relax when fitting under a prior)."""
+    """--model, defaulting to auto (ode_relax when fitting under a prior)."""
     if args.model is not None:
         return str(args.model)
-    return "ode_relax" if getattr(args, "prior", None) is not None else "ode"
+    return "ode_relax" if getattr(args, "prior", None) is not None else "auto"
 
 
 def _load_prior(args: argparse.Namespace) -> Any:

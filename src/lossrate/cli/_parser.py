@@ -187,8 +187,9 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
     f.add_argument(
         "--model",
         default=None,
-        help="curve model: ode, ode_noise, ode_relax, or a peer law (default: ode; ode_relax "
-        "with --prior)",
+        help="curve model: auto (the ODE models and peer laws weighed by backtests inside the "
+        "fitted steps, with calibrated intervals), ode, ode_noise, ode_relax, or a peer law "
+        "(default: auto; ode_relax with --prior)",
     )
     if until is not None:
         f.add_argument(
@@ -409,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         type=_names,
-        default=["ode", "power_steps", "exponential"],
-        help="comma-separated models to compare",
+        default=["auto", "ode_relax", "momentum", "power_steps"],
+        help="comma-separated models to compare (auto: the backtest-weighted default)",
     )
     p.add_argument(
         "--fractions",

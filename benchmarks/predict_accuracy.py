@@ -46,7 +46,7 @@ from lossrate import RunMeta, Schedule, Trajectory  # noqa: E402
 from lossrate._model import RunData  # noqa: E402
 from lossrate.baselines import fit_multipower_converged, fit_multipower_published  # noqa: E402
 from lossrate.evaluate import EvalRow, EvalTable, evaluate  # noqa: E402
-from lossrate.fit import fit, get_model  # noqa: E402
+from lossrate.fit import fit, get_model, predict  # noqa: E402
 from lossrate.readers.mpl import MPL_FIT, MPL_PREDICT, MPL_SIZES, load_mpl  # noqa: E402
 
 PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
@@ -64,8 +64,10 @@ PUBLISHED = {
 def models(cross: bool = False) -> list[Any]:
     """The models compared. ``fit_multipower_converged`` (minutes per fit) only runs in the
     cross split; in the prefix protocol the engine's "multipower" row is the same objective
-    (Huber, delta = 1e-3, on log residuals) minimised to convergence by least squares."""
-    out: list[Any] = ["ode", "ode_noise", "ode_relax"]
+    (Huber, delta = 1e-3, on log residuals) minimised to convergence by least squares.
+    ``auto`` (the default predictor) fits one run at a time: prefix protocol only."""
+    out: list[Any] = [] if cross else ["auto"]
+    out += ["ode", "ode_noise", "ode_relax"]
     out += [(p, p, PEER_RECIPE) for p in PEERS]
     out.append(("mpl_published", fit_multipower_published))
     if cross:
@@ -90,42 +92,84 @@ def _cross_one(task: tuple[str | None, str]) -> list[EvalRow]:
     return list(evaluate(runs, models(cross=True), protocol="cross", train=train).rows)
 
 
-def prefix_table(rows: list[EvalRow], ks: tuple[float, ...]) -> str:
-    tab = EvalTable(tuple(rows))
-    summ = tab.summary(by=("model", "group", "k"))
+def prefix_table(rows: list[EvalRow], ks: tuple[float, ...], long: tuple[str, ...] = ()) -> str:
+    """Per k: the median |ln(pred/obs)| of the final loss (obs smoothed) per group and over
+    all curves, its p90, the pooled 90 % coverage of the held-out points, and auto's ratio
+    to the best single model of each group. ``long`` names the long-decay groups, which get
+    a p90 row of their own."""
     groups = sorted({r.group for r in rows})
     labels = list(dict.fromkeys(r.model for r in rows))
+    sets = [(g, [g]) for g in groups]
+    if long:
+        sets.append(("long decay", [g for g in groups if g in long]))
+    sets.append(("all", groups))
     lines = []
     for k in ks:
+        sub = [r for r in rows if r.k == k]
         lines.append(
-            f"\nprefix k = {round(100 * k)} %: median final-loss relative error (%), "
-            "fits that failed in brackets"
+            f"\nprefix k = {round(100 * k)} %: median |ln(pred/obs)| of the final loss (%, obs "
+            "smoothed), failed fits in brackets; then p90 over all curves"
         )
-        head = f"{'model':<16}" + "".join(f"{g:>11}" for g in groups) + f"{'all':>11}"
-        lines.append(head)
+        lines.append(
+            f"{'model':<16}" + "".join(f"{name:>12}" for name, _ in sets) + f"{'p90 all':>10}"
+        )
+        meds: dict[str, dict[str, float]] = {}
         for m in labels:
             cells = []
-            for g in groups:
-                d = next(
-                    (d for d in summ if d["model"] == m and d["group"] == g and d["k"] == k), None
+            for name, gs in sets:
+                rs = [r for r in sub if r.model == m and r.group in gs]
+                med = _median(rs)
+                meds.setdefault(name, {})[m] = med
+                cells.append(_fmt_pct(med, sum(not r.fit_ok for r in rs)))
+            p90 = _quantile([r for r in sub if r.model == m], 0.9)
+            lines.append(f"{m:<16}" + "".join(f"{c:>12}" for c in cells) + f"{100 * p90:>10.2f}")
+        lines.append(
+            f"{'p90 long decay':<16}"
+            + "".join(
+                f"{100 * _quantile([r for r in sub if r.model == m and r.group in long], 0.9):>12.2f}"
+                for m in labels
+            )
+            + "   (columns: "
+            + ", ".join(labels)
+            + ")"
+            if long
+            else ""
+        )
+        lines.append("pooled 90 % coverage of the held-out points")
+        for m in labels:
+            cov = []
+            for _name, gs in sets:
+                c = np.array([r.coverage for r in sub if r.model == m and r.group in gs])
+                cov.append(f"{np.nanmean(c):.2f}" if np.isfinite(c).any() else "-")
+            lines.append(f"{m:<16}" + "".join(f"{c:>12}" for c in cov))
+        if "auto" in labels:
+            ratio = []
+            for name, _gs in sets:
+                singles = {m: v for m, v in meds[name].items() if m != "auto" and np.isfinite(v)}
+                best = min(singles, key=singles.__getitem__) if singles else None
+                ratio.append(
+                    f"{meds[name]['auto'] / singles[best]:.2f}"
+                    if best and singles[best] > 0
+                    else "-"
                 )
-                cells.append(_cell(d))
-            allrows = [r for r in rows if r.model == m and r.k == k]
-            vals = np.array([r.final_rel_err for r in allrows])
-            med = float(np.nanmedian(vals)) if np.isfinite(vals).any() else float("nan")
-            fails = sum(not r.fit_ok for r in allrows)
-            cells.append(_fmt_pct(med, fails))
-            lines.append(f"{m:<16}" + "".join(f"{c:>11}" for c in cells))
+            lines.append(f"{'auto / best':<16}" + "".join(f"{c:>12}" for c in ratio))
     return "\n".join(lines)
+
+
+def _median(rs: list[EvalRow]) -> float:
+    e = np.array([r.final_log_err for r in rs], dtype=float)
+    return float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan")
+
+
+def _quantile(rs: list[EvalRow], q: float) -> float:
+    e = np.array([r.final_log_err for r in rs], dtype=float)
+    e = np.where(np.isfinite(e), e, np.inf)
+    return float(np.quantile(e, q)) if e.size else float("nan")
 
 
 def _fmt_pct(v: float, fails: int) -> str:
     s = "nan" if not np.isfinite(v) else f"{100 * v:.2f}"
     return s + (f" ({fails})" if fails else "")
-
-
-def _cell(d: dict[str, Any] | None) -> str:
-    return "-" if d is None else _fmt_pct(d["final_rel_err"], d["failed"])
 
 
 def real_runs(cache: str) -> dict[str, RunData]:
@@ -221,6 +265,17 @@ def timing() -> str:
         lines.append(
             f"  {name:<10} fit {np.median(t_fit):6.2f} s   fit + bootstrap {t_boot[0]:6.2f} s"
         )
+    if not _ONLY or "auto" in _ONLY:
+        for label, part in (("first 30 %", traj.prefix(0.3)), ("all 10,000", traj)):
+            t0 = time.perf_counter()
+            af = fit(part, "auto", schedule=sch)
+            pred = predict(af, steps)
+            dt = time.perf_counter() - t0
+            lines.append(
+                f"  auto on {label:<10}: fit + calibrated interval at every step {dt:6.2f} s "
+                f"({int(af.metrics['backtests'])} backtests x {len(af.members) + len(af.failed)} "
+                f"models; {af.model.describe()}; final {pred.loss[-1]:.4g} vs {clean[-1]:.4g})"
+            )
     return "\n".join(lines)
 
 
@@ -266,7 +321,7 @@ def main() -> None:
         real_rows = [r for rows in ex.map(_real_one, real_tasks) for r in rows]
     if not args.skip_mpl:
         print(f"Multi-Power-Law curves: {len(tasks)} curves, sizes {', '.join(sizes)}")
-        print(prefix_table(prefix_rows, ks))
+        print(prefix_table(prefix_rows, ks, long=("cosine",)))
         print(cross_table(cross_rows))
     if real_rows:
         print(f"\nReal training runs made by this library: {len(real)} runs")

@@ -8,12 +8,16 @@ engine lives in :mod:`lossrate.fitting`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
+
+import numpy as np
 
 from ._errors import InvalidArgumentError
 from ._model import CurveModel, RunData
 from ._results import FitResult, Prediction
 from .auto import AutoFit, fit_auto, predict_auto
+from .auto._candidates import DECAY_SHARE
 from .fitting import engine
 from .fitting.engine import Fit as Fit
 from .fitting.engine import fit_many as fit_many
@@ -90,4 +94,60 @@ def predict(
                 "(pass schedule= for a what-if)."
             )
         return predict_auto(fit_result, steps, schedule=schedule, level=level)
-    return _engine_predict(fit_result, steps, run=run, schedule=schedule, level=level)
+    pred = _engine_predict(fit_result, steps, run=run, schedule=schedule, level=level)
+    if schedule is not None and run is None:
+        pred = _no_higher_with_decay(fit_result, pred, schedule, level)
+    return pred
+
+
+def _no_higher_with_decay(
+    fr: FitResult, pred: Prediction, schedule: Schedule, level: float | None
+) -> Prediction:
+    """A what-if that lowers the lr after the fitted steps never predicts more than keeping
+    the lr where the fit ended: where a law says so (a law in the lr sum alone has no decay
+    gain), the prediction there is the no-decay one, and the warnings say so, and say when the
+    fitted steps never saw a decay (its gain is then not identified)."""
+    runs = getattr(fr, "runs", ())
+    if len(runs) != 1:
+        return pred
+    sn = int(runs[0].traj.step[-1])
+    cut = min(sn, schedule.n_steps - 1)
+    lr_cut = float(schedule.lr[cut])
+    ahead = pred.step > sn
+    lr = schedule.at(np.clip(pred.step, 0, schedule.n_steps - 1))
+    if lr_cut <= 0 or not np.any(lr[ahead] < DECAY_SHARE * lr_cut):
+        return pred
+    flat_lr = np.concatenate([schedule.lr[: cut + 1], np.full(schedule.n_steps - cut - 1, lr_cut)])
+    base = _engine_predict(fr, pred.step, schedule=Schedule(flat_lr, "no decay"), level=level)
+    under = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= lr_cut * (1 + 1e-9))
+    higher = under & (pred.loss > base.loss)
+    notes = list(pred.warnings)
+    if higher.any():
+        notes.append(
+            f"{fr.model.describe()} predicts a higher loss with the lr decay than without it at "
+            f"{int(higher.sum())} step(s) (it has no term for a decay's gain); the prediction "
+            "there is the no-decay one: a decay does not raise the loss"
+        )
+    seen = runs[0].schedule.lr[: max(sn, 1)]
+    peak = int(np.argmax(seen))
+    if not float(np.min(seen[peak:])) < DECAY_SHARE * float(seen[peak]):
+        notes.append(
+            "the decay gain is not identified: the fitted steps hold no lr decay, so what the "
+            "decay gains is the model's guess (give earlier runs that decayed, --prior, or use "
+            "model='auto', whose interval shows the range)"
+        )
+    return dataclasses.replace(
+        pred,
+        loss=np.where(higher, base.loss, pred.loss),
+        lower=np.where(higher, np.minimum(base.lower, pred.lower), pred.lower),
+        upper=np.where(higher, base.upper, pred.upper),
+        mean_lower=None
+        if pred.mean_lower is None
+        else np.where(higher, np.minimum(base.loss, pred.mean_lower), pred.mean_lower),
+        mean_upper=None
+        if pred.mean_upper is None
+        else np.where(
+            higher, base.mean_upper if base.mean_upper is not None else base.loss, pred.mean_upper
+        ),
+        warnings=tuple(dict.fromkeys(notes)),
+    )

@@ -475,8 +475,8 @@ def predict_auto(
     best, h_lo, more = _decay_sanity(afit, rd, steps, best, h_lo, sn)
     warnings.extend(more)
     zn = z_quantile(lev) * afit.noise_raw
-    if not np.all(np.isfinite(best)):
-        warnings.append("the prediction is not finite at some steps")
+    if not np.all(np.isfinite(best[steps > sn])):
+        warnings.append("the prediction is not finite at some steps after the fitted ones")
     elif afit.floor > 0 and float(np.min(best)) < np.log(afit.floor) - 1e-9:
         warnings.append(
             f"the prediction falls below the members' floor {afit.floor:.4g}: it extrapolates "

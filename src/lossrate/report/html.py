@@ -103,15 +103,24 @@ def _cards(h: Headline) -> str:
         _card(
             "observed final loss",
             _e(_num(h.observed_final)),
-            _e(f"mean of the last {h.observed_rows} logged steps"),
+            _e(f"smoothed over the last {h.observed_rows} logged steps (Savitzky–Golay, ln L)"),
         ),
-        _card("prediction error", _e(f"{err:+.2f} %"), "(predicted − observed) / observed"),
+        _card(
+            "prediction error",
+            _e(f"{err:+.2f} %"),
+            _e(f"(predicted − observed) / observed; log ratio {h.log_error:+.4f}"),
+        ),
         _card(
             "loss floor",
-            _e(_num(h.floor)),
-            "what this rate can reach with unlimited steps"
+            _e(("≤ " if h.floor_model is not None else "") + _num(h.floor)),
+            _e(
+                f"the model's own floor {_num(h.floor_model)} lies above losses the log reached: "
+                "it does not fit the later run"
+            )
+            if h.floor_model is not None
+            else "what the fitted law approaches with unlimited steps"
             if h.floor is not None
-            else "not computed",
+            else "the model names none",
         ),
     ]
     if h.target is not None:
@@ -172,6 +181,39 @@ def _param_table(fit: FitResult) -> str:
         f"<table><thead><tr><th>parameter</th><th>estimate</th><th>std. error</th><th>{pct} interval</th>"
         f"<th>meaning</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         + (f'<div class="metrics">{_e(metrics)}</div>' if metrics else "")
+    )
+
+
+def _auto_section(fit: Any) -> str:
+    """How ``auto`` weighed its models: weights, backtest scores, the rule and the interval."""
+    c = fit.combination
+    rows = []
+    for m, score in sorted(c.scores.items(), key=lambda kv: kv[1]):
+        w = c.weights.get(m, 0.0)
+        member = fit.members.get(m)
+        ok = "" if member is None or member.success else " (fit did not converge)"
+        rows.append(
+            f"<tr><td>{_e(m)}{_e(ok)}</td><td class='n'>{_e(f'{w:.2f}')}</td>"
+            f"<td class='n'>{_e('failed' if not math.isfinite(score) else f'{100 * score:.2f} %')}</td></tr>"
+        )
+    rows += [
+        f"<tr><td>{_e(m)}</td><td class='n'>—</td><td class='doc'>{_e(why)}</td></tr>"
+        for m, why in fit.failed.items()
+    ]
+    cal = fit.calibration.describe(fit.level) if fit.calibration is not None else ""
+    return (
+        f"<p>{_e(c.why)}.</p>"
+        "<table><thead><tr><th>model</th><th>weight</th><th>backtest median |ln(pred/obs)| at "
+        f"the horizon</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"<p class='sub'>Backtests: {len(fit.backtests)} rolling origins inside the fitted "
+        f"steps, each fitted on the steps before it and scored against the smoothed loss up "
+        f"to {fit.ratio:.2g}× its span (the extrapolation ratio of this prediction). The "
+        "prediction is the weighted mean of the members' ln L. Interval: split-conformal on "
+        "the backtests — the error of the out-of-sample combined prediction, divided by the "
+        "log of its horizon ratio, is pooled over the backtests; its 90 % quantile (times "
+        "1 + 1/n for n backtests) scales ln(horizon ratio) into the half-width of the model "
+        "curve, widened further where the models disagree about lrs the run never used and "
+        f"where a decay's gain was never seen; observation noise is added on top. {_e(cal)}.</p>"
     )
 
 
@@ -264,8 +306,14 @@ def render_html(
         f"<title>{_e(title)} — lossrate report</title><style>{_CSS}</style></head><body><main>"
         f"<header><h1>{_e(title)}</h1><p class='sub'>{_e(sub)}</p></header>"
         f"{_cards(headline)}"
-        f"<h2>Fitted parameters</h2>{_param_table(fit)}"
-        f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings)}"
+        + (
+            f"<h2>How auto weighed the models</h2>{_auto_section(fit)}"
+            "<h2>Fitted parameters of the weighted models</h2>"
+            + "".join(_param_table(fit.members[m]) for m in fit.combination.weights)
+            if getattr(fit, "combination", None) is not None
+            else f"<h2>Fitted parameters</h2>{_param_table(fit)}"
+        )
+        + f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings)}"
         f"<h2>Figures</h2>{_figures(figures)}"
         f"<h2>Run</h2>{_meta_table(traj, settings or {})}"
         f"<footer>Made by lossrate {_e(__version__)} on {_e(stamp)}. The loss state-rate ODE "

@@ -1,0 +1,85 @@
+"""Answers that never contradict the log: floors, targets the log reached, what-if decays,
+and the caveats in the text a person reads (regressions of issue 14's list)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lossrate import RunMeta, Schedule, Trajectory
+from lossrate.cli import main
+from lossrate.fit import fit, predict
+from lossrate.metrics import smoothed
+from lossrate.report.analysis import analyze
+from test_report import synthetic_run
+
+
+def _accelerating_run() -> Trajectory:
+    """A run whose loss slows down early, then falls faster (a net memorising its data): a
+    law fitted on the first 30 % puts its floor above where the run went."""
+    steps = np.arange(1, 1001)
+    slow = 0.5 + 2.0 * (steps / 10.0) ** -0.7
+    late = np.where(steps > 400, np.exp(-(steps - 400) / 200.0), 1.0)
+    loss = 0.02 + (slow - 0.02) * late
+    noisy = loss * np.exp(np.random.default_rng(0).normal(0, 0.01, steps.size))
+    meta = RunMeta(loss="ce", classes=10, name="accelerating")
+    return Trajectory.from_arrays(noisy, step=steps, lr=np.full(steps.size, 0.1), meta=meta)
+
+
+def test_a_floor_above_losses_the_log_reached_is_capped_and_said() -> None:
+    traj = _accelerating_run()
+    a = analyze(traj, model="power_S", until=0.3, bootstrap=0)
+    lowest = float(np.min(smoothed(traj.loss)))
+    h = a.headline
+    assert h.floor_model is not None and h.floor_model > lowest
+    assert h.floor == pytest.approx(lowest)
+    assert "does not fit the later run" in a.text()
+
+
+def test_a_target_the_log_already_reached_is_read_from_the_log() -> None:
+    traj = _accelerating_run()
+    target = 0.5
+    a = analyze(traj, model="power_S", until=0.3, target=target, joules_per_step=2.0, bootstrap=0)
+    hit = int(traj.step[np.flatnonzero(smoothed(traj.loss) <= target)[0]])
+    h = a.headline
+    assert h.target_source == "log"
+    assert h.steps_to_target == hit - int(traj.step[0])
+    assert h.time_to_target == pytest.approx(0.1 * (hit - int(traj.step[0])))
+    assert h.energy_to_target_j == pytest.approx(2.0 * h.steps_to_target)
+    assert "read from the log" in a.text()
+
+
+def test_a_what_if_decay_never_predicts_a_higher_loss_than_no_decay() -> None:
+    traj = synthetic_run()  # constant lr 0.05, 400 steps
+    f = fit(traj.prefix(0.5), "ode", bootstrap=0)
+    steps = np.arange(0, 601)
+    flat = predict(f, steps, schedule=Schedule.constant(0.05, 601))
+    decay = predict(f, steps, schedule=Schedule.wsd(0.05, 601, decay_start=300))
+    assert np.all(decay.loss <= flat.loss * (1 + 1e-12))
+    # gradient flow alone would predict more (less lr sum): the warnings say what was done
+    assert any("no term for a decay's gain" in w for w in decay.warnings)
+    assert any("not identified" in w for w in decay.warnings)
+    assert not any("not identified" in w for w in flat.warnings)
+
+
+def test_the_decay_caveat_is_in_the_text_output(tmp_path, capsys) -> None:
+    path = tmp_path / "constant.csv"
+    synthetic_run().write(path)
+    code = main(
+        [
+            "predict",
+            str(path),
+            "--schedule",
+            "wsd",
+            "--decay-start",
+            "300",
+            "--steps",
+            "500",
+            "--model",
+            "ode",
+            "-q",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "not identified" in out and "warning:" in out

@@ -60,7 +60,9 @@ def test_combine_picks_the_model_that_backtests_best() -> None:
         bts.append(_bt(o, obs, {"good": obs + 0.001, "bad": obs + 0.05}))
     c = combine(bts, ["good", "bad"], {})
     assert c.weights == {"good": 1.0}
-    assert c.scores["good"] == pytest.approx(0.001)
+    # scores are per unit ln(horizon ratio), shown at the ratio asked (default e: unit 1)
+    expected = np.median([0.001 / np.log(bt.horizon_ratio) for bt in bts])
+    assert c.scores["good"] == pytest.approx(expected)
     assert len(c.cv_paths) == 5
 
 
@@ -200,3 +202,19 @@ def test_member_curves_are_the_single_models_fits() -> None:
     p_auto = predict_auto(af, traj.step[-1:])
     p_one = lr.predict(single, traj.step[-1:])
     assert p_auto.loss[-1] == pytest.approx(p_one.loss[-1], rel=1e-9)
+
+
+def test_earlier_runs_join_the_backtests_at_the_full_ratio() -> None:
+    traj, sch, clean = _power_run()
+    earlier = {f"seed{s}": _power_run(seed=s)[0] for s in (1, 2)}
+    pre = traj.prefix(0.25)
+    alone = fit_auto(pre, schedule=sch, models="power_S,exponential")
+    with_runs = fit_auto(pre, schedule=sch, models="power_S,exponential", earlier=earlier)
+    tests = [bt for bt in with_runs.backtests if bt.run]
+    assert {bt.run for bt in tests} == {"seed1", "seed2"}
+    assert len(with_runs.backtests) == len(alone.backtests) + 2
+    for bt in tests:  # cut at the same fraction: the horizon ratio is the one asked for
+        assert bt.horizon_ratio == pytest.approx(with_runs.ratio, rel=0.05)
+    assert with_runs.weights == {"power_S": 1.0}
+    pred = predict_auto(with_runs, traj.step)
+    assert abs(np.log(pred.loss[-1] / clean[-1])) < 0.05

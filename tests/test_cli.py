@@ -387,3 +387,16 @@ def test_prior_options_fail_clearly(capsys, prior_runs, tmp_path) -> None:
     empty.mkdir()
     assert main(["fit", str(new), "--prior", str(empty), "-q"]) == EXIT_DATA
     assert "no trajectory" in capsys.readouterr().err
+
+
+def test_auto_takes_the_earlier_runs_of_a_prior_folder_as_tests(
+    capsys, prior_runs, tmp_path
+) -> None:
+    folder, new = prior_runs
+    argv = ["fit", str(new), "--until", "0.25", "--model", "auto", "--prior", str(folder)]
+    data = run_json(capsys, *argv, "--out", str(tmp_path / "r"))
+    auto = data["fit"]["auto"]
+    assert sorted(auto["earlier_runs"]) == ["c1", "c2", "w1", "w2"]  # never the run itself
+    assert abs(sum(auto["weights"].values()) - 1) < 1e-9
+    code = main([*argv, "--save-prior", str(tmp_path / "p.json"), "-q"])
+    assert code == EXIT_USAGE and "--save-prior" in capsys.readouterr().err

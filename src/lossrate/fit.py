@@ -37,6 +37,7 @@ AUTO_OPTIONS = (
     "bootstrap",
     "horizon",
     "ahead",
+    "earlier",
     "candidates",
     "max_points",
 )

@@ -13,7 +13,7 @@ tells more about the noise than about the law.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from .._errors import LossrateError
 from .._model import RunData
 from ..fitting.engine import fit
+from ..metrics import smoothed
 from ..schedule import Schedule
 from ..trajectory import Trajectory
 from ._candidates import Candidate
@@ -29,6 +30,8 @@ __all__ = ["Backtest", "plan_origins", "run_backtests"]
 
 #: backtest origins planned per prefix
 N_ORIGINS = 5
+#: where origins go (dev switch)
+PLAN = "ratio"
 #: the fewest points a backtest fits, and the least share of the prefix's points
 MIN_POINTS = 12
 MIN_SHARE = 0.2
@@ -48,6 +51,7 @@ class Backtest:
     ratio: np.ndarray
     observed: np.ndarray
     preds: dict[str, np.ndarray]
+    run: str = ""  # an earlier run's name: a leave-one-run-out test on it, not the prefix
 
     @property
     def horizon_ratio(self) -> float:
@@ -76,8 +80,16 @@ def plan_origins(
     f_full = 1.0 / max(ratio, 1.0 + 1e-9)
     hi = min(max(f_full, 1.5 * f_min), 0.8)
     lo = min(max(hi / 2, f_min), hi)
+    fs = list(np.geomspace(max(lo, 1e-12), hi, n))
+    if PLAN == "late":
+        fs = list(np.geomspace(max(0.4, f_min), 0.8, n))
+    elif PLAN == "mixed":
+        fs = sorted(
+            set(np.geomspace(max(lo, 1e-12), hi, 3))
+            | set(np.geomspace(max(0.5, f_min, hi), 0.8, 3))
+        )
     out: list[tuple[int, int]] = []
-    for f in np.geomspace(max(lo, 1e-12), hi, n):
+    for f in fs:
         i = int(np.searchsorted(steps, s0 + f * span, side="right")) - 1
         i = max(i, min_points - 1)
         o = int(steps[i])
@@ -140,3 +152,41 @@ def _point_prediction(
     except LossrateError:
         return nan
     return np.where(np.isfinite(lm), lm, np.nan)
+
+
+def run_transfer_tests(
+    runs: Mapping[str, RunData],
+    fraction: float,
+    cands: Sequence[Candidate],
+    *,
+    max_points: int,
+    seed: int = 0,
+    thin: Callable[[Trajectory, int], Trajectory],
+) -> list[Backtest]:
+    """Earlier runs as tests at the full ratio: each is cut at the same ``fraction`` of its
+    steps as the run being predicted, every candidate is fitted on that cut alone and
+    scored on the rest of the run (against its smoothed loss). Runs too short to cut are
+    skipped."""
+    out = []
+    for name, rd in runs.items():
+        whole = thin(rd.traj, max_points)
+        cut = whole.step[0] + fraction * (whole.step[-1] - whole.step[0])
+        head_mask = whole.step <= cut
+        if head_mask.sum() < MIN_POINTS or (~head_mask).sum() < 2:
+            continue
+        head = whole.select(head_mask)
+        smooth_log = np.log(smoothed(whole.loss))
+        steps = whole.step[~head_mask]
+        s0, origin = int(whole.step[0]), int(head.step[-1])
+        preds = {c.label: _point_prediction(c, head, rd.schedule, steps, seed) for c in cands}
+        out.append(
+            Backtest(
+                origin=origin,
+                steps=steps,
+                ratio=(steps - s0) / max(origin - s0, 1),
+                observed=smooth_log[~head_mask],
+                preds=preds,
+                run=str(name),
+            )
+        )
+    return out

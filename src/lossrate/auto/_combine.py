@@ -54,7 +54,11 @@ class Combination:
 
 
 def _horizon_errors(bts: Sequence[Backtest], label: str) -> np.ndarray:
-    e = np.array([abs(bt.error(label)[-1]) for bt in bts], dtype=float)
+    """|ln(pred/obs)| at each backtest's horizon per unit of ln(horizon ratio)."""
+    e = np.array(
+        [abs(bt.error(label)[-1]) / np.log(max(bt.horizon_ratio, 1.05)) for bt in bts],
+        dtype=float,
+    )
     return np.where(np.isfinite(e), e, np.inf)
 
 
@@ -122,12 +126,18 @@ def _cv(bts: Sequence[Backtest], labels: Sequence[str], rule: str) -> list[np.nd
 
 
 def combine(
-    bts: Sequence[Backtest], labels: Sequence[str], bic: Mapping[str, float]
+    bts: Sequence[Backtest],
+    labels: Sequence[str],
+    bic: Mapping[str, float],
+    ratio: float = float(np.e),
 ) -> Combination:
     """Weights over ``labels`` (the candidates whose final fit is usable) from the backtests
-    ``bts`` (module docstring); ``bic`` of each final fit, for the no-backtest fallback."""
+    ``bts`` (module docstring); ``bic`` of each final fit, for the no-backtest fallback.
+    Scores are |ln(pred/obs)| per unit of ln(horizon ratio), shown at ``ratio`` (the
+    extrapolation asked for), so backtests of different reach compare."""
     labels = list(labels)
-    scores = {m: _score(bts, m) for m in labels}
+    unit = float(np.log(max(ratio, 1.05)))  # scores per unit ln(ratio), shown at ``ratio``
+    scores = {m: unit * _score(bts, m) for m in labels}
     if not bts:
         best = min(labels, key=lambda m: (bic.get(m, np.inf), labels.index(m)))
         return Combination(
@@ -150,8 +160,13 @@ def combine(
     paths = {r: _cv(bts, labels, r) for r in RULES}
     cv_error = {}
     for r in RULES:
-        e = np.array([abs(p[-1] - bt.observed[-1]) for p, bt in zip(paths[r], bts)])
-        cv_error[r] = float(np.median(np.where(np.isfinite(e), e, np.inf)))
+        e = np.array(
+            [
+                abs(p[-1] - bt.observed[-1]) / np.log(max(bt.horizon_ratio, 1.05))
+                for p, bt in zip(paths[r], bts)
+            ]
+        )
+        cv_error[r] = unit * float(np.median(np.where(np.isfinite(e), e, np.inf)))
     rule = "stack" if cv_error["stack"] < cv_error["best"] else "best"
     weights = _RULE[rule](bts, labels)
     why = (

@@ -31,13 +31,15 @@ from ..fitting.predict import predict
 from ..metrics import smooth_window, smoothed
 from ..schedule import Schedule
 from ..trajectory import Trajectory
-from ._backtest import Backtest, run_backtests
+from ._backtest import Backtest, run_backtests, run_transfer_tests
 from ._calibrate import Calibration, calibrate
 from ._candidates import DECAY_SHARE, Candidate, candidates, decays_ahead
 from ._combine import Combination, combine
 
 __all__ = ["AutoFit", "AutoModel", "fit_auto", "predict_auto", "thin"]
 
+#: weigh only laws with a decay gain when the lr decays ahead (dev switch)
+DECAY_RULE = True
 #: the prefix is thinned to at most this many points
 MAX_POINTS = 300
 #: interval steps evaluated with parameter draws (the rest interpolated in ln L)
@@ -111,9 +113,14 @@ class AutoFit(FitResult):
             return []
         lines = [f"weights: {_weights_text(c.weights)}  ({c.why})"]
         ranked = sorted(c.scores.items(), key=lambda kv: kv[1])
+        runs = [bt.run for bt in self.backtests if bt.run]
+        origins = len(self.backtests) - len(runs)
+        where = f"{origins} origins in the prefix" + (
+            f" + {len(runs)} earlier runs cut at the same fraction" if runs else ""
+        )
         lines.append(
-            f"backtests ({len(self.backtests)} origins, horizon ratio up to {self.ratio:.2g}x): "
-            "median |ln(pred/obs)| at the horizon: "
+            f"backtests ({where}; extrapolation ratio {self.ratio:.2g}x): median "
+            "|ln(pred/obs)| at the horizon, scaled to that ratio: "
             + ", ".join(f"{m} {_pct(v)}" for m, v in ranked)
         )
         if self.failed:
@@ -143,6 +150,7 @@ class AutoFit(FitResult):
             "backtest_scores": dict(c.scores) if c else {},
             "cv_error": dict(c.cv_error) if c else {},
             "backtests": len(self.backtests),
+            "earlier_runs": [bt.run for bt in self.backtests if bt.run],
             "ratio": self.ratio,
             "horizon": self.horizon,
             "calibration_scale": self.calibration.scale(self.level) if self.calibration else None,
@@ -246,6 +254,15 @@ def _decay_seen(run: RunData) -> bool:
     return bool(lr[i] > 0 and float(np.min(lr[i:])) < DECAY_SHARE * float(lr[i]))
 
 
+def _named(earlier: Any) -> dict[str, RunData]:
+    items = list(earlier.items()) if isinstance(earlier, Mapping) else list(enumerate(earlier))
+    out = {}
+    for name, item in items:
+        rd = _as_run(item, None)
+        out[str(rd.traj.meta.name or name) if not isinstance(earlier, Mapping) else str(name)] = rd
+    return out
+
+
 def _as_run(data: Any, schedule: Schedule | None) -> RunData:
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], Schedule):
         data, schedule = data[0], schedule or data[1]
@@ -267,6 +284,7 @@ def fit_auto(
     horizon: int | None = None,
     ahead: Schedule | None = None,
     models: Sequence[str | Candidate] | str | None = None,
+    earlier: Mapping[str, Trajectory | RunData] | Sequence[Trajectory | RunData] | None = None,
     level: float = 0.9,
     seed: int = 0,
     max_points: int = MAX_POINTS,
@@ -286,6 +304,10 @@ def fit_auto(
             (only models with a decay gain are then weighed).
         models: the models weighed (labels of :data:`~lossrate.auto.CANDIDATES` or
             registered names; default all of those).
+        earlier: earlier runs of the same kind (whole logs, never the run itself): each is
+            cut at the same fraction of its steps, and every model's error on the rest of it
+            joins the backtests (a leave-one-run-out test at the full ratio), for the weights
+            and the interval alike.
         level: interval level.
         seed: seed of the fits' starts.
         max_points: the prefix is thinned to at most this many points.
@@ -317,7 +339,7 @@ def fit_auto(
         )
     ratio = (end - s0) / (sn - s0) if end > sn else _DEFAULT_RATIO
     excluded: dict[str, str] = {}
-    if decays_ahead(plan, sn, end):
+    if DECAY_RULE and decays_ahead(plan, sn, end):
         gain = tuple(c for c in cands if c.decay_gain)
         if gain:
             excluded = {
@@ -329,6 +351,10 @@ def fit_auto(
     say = progress or (lambda _s: None)
     smooth_log = np.log(smoothed(traj.loss))
     backtests = run_backtests(traj, run.schedule, smooth_log, ratio, cands, seed=seed)
+    if earlier:
+        backtests += run_transfer_tests(
+            _named(earlier), 1.0 / ratio, cands, max_points=int(max_points), seed=seed, thin=thin
+        )
     say("backtests")
     members: dict[str, Fit] = {}
     failed: dict[str, str] = dict(excluded)
@@ -352,7 +378,9 @@ def fit_auto(
             + "; ".join(f"{m}: {msg}" for m, msg in failed.items())
         )
     labels = [c.label for c in cands if c.label in members]
-    combo = combine(backtests, labels, {m: members[m].metrics.get("bic", np.inf) for m in labels})
+    combo = combine(
+        backtests, labels, {m: members[m].metrics.get("bic", np.inf) for m in labels}, ratio
+    )
     cal = calibrate(backtests, combo.cv_paths)
     floor = _pooled_floor(members, combo.weights)
     model = AutoModel(

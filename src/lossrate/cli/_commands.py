@@ -173,7 +173,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         first = int(traj.step[0])
         end = schedule.n_steps if schedule is not None else int(traj.step[-1])
         steps = np.arange(first, end + 1) if schedule is not None else traj.step
-        if with_prior:
+        if with_prior and not hasattr(f, "combination"):
             from ..prior import predict_with_prior
 
             # the warning is kept in pred.warnings and printed below
@@ -358,12 +358,64 @@ def _load_prior(args: argparse.Namespace) -> Any:
         if getattr(args, "save_prior", None) is not None:
             raise InvalidArgumentError("--save-prior needs --prior RUNS_DIR_OR_FILE to build from.")
         return None
+    if _model(args) == "auto":
+        if args.save_prior is not None:
+            raise InvalidArgumentError(
+                "--save-prior saves the prior of one model; --model auto uses the earlier runs "
+                "themselves. Name the model (e.g. --model ode_relax) to save its prior."
+            )
+        return _earlier_runs(args)
     from ..prior import Prior
 
     prior = Prior.from_path(args.prior, _model(args), exclude=[args.log])
     if args.save_prior is not None:
         prior.save(args.save_prior)
     return prior
+
+
+def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """The logs in the --prior folder (each file or run folder read_log accepts), for
+    --model auto: every one is a test of the models at this run's extrapolation ratio."""
+    from ..readers import read_log
+
+    folder: Path = args.prior
+    if not folder.is_dir():
+        raise InvalidArgumentError(
+            f"--prior {str(folder)!r} is a file; with --model auto give a folder of earlier "
+            "runs' logs (a saved prior holds one model's parameters: use it with --model "
+            "ode_relax)."
+        )
+    own = Path(args.log).resolve()
+    runs: dict[str, Any] = {}
+    for item in sorted(folder.iterdir()):
+        if item.resolve() == own or own.is_relative_to(item.resolve()) or item.name.startswith("."):
+            continue
+        if item.is_file() and item.suffix.lower() not in (
+            ".csv",
+            ".tsv",
+            ".txt",
+            ".parquet",
+            ".jsonl",
+        ):
+            continue
+        try:
+            traj = read_log(item)
+        except DataError:
+            continue  # not a log (a README, a figure folder)
+        if args.loss is not None or traj.meta.loss is None:
+            import dataclasses
+
+            meta = dataclasses.replace(traj.meta, loss=args.loss or "ce", classes=args.classes)
+            traj = traj.replace(meta=meta)
+        if traj.lr is None:
+            continue
+        runs[traj.meta.name or item.stem] = traj
+    if not runs:
+        raise DataError(
+            f"--prior {str(folder)!r} holds no log with a learning-rate column besides the run "
+            "being fitted; give a folder of earlier runs' logs."
+        )
+    return runs
 
 
 def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:

@@ -132,7 +132,9 @@ def fit_prefix(
     The ODE models choose their closure from the run's metadata (``meta.loss``,
     ``meta.classes``), so set those on the trajectory. With ``prior`` (a
     :class:`lossrate.prior.Prior`) the fit is the MAP fit of :func:`lossrate.fit_with_prior`,
-    whose model is the prior's (``model`` is then ignored). ``ahead``: the schedule a what-if
+    whose model is the prior's (``model`` is then ignored); with ``model="auto"``, ``prior``
+    is instead a mapping of earlier runs' trajectories (their tests join auto's backtests).
+    ``ahead``: the schedule a what-if
     prediction will follow (``auto`` backtests at its horizon and weighs the laws with a decay
     gain when it decays).
     """
@@ -148,15 +150,17 @@ def fit_prefix(
             f"the first {until:.0%} of the run holds {part.n} logged steps; a fit needs at least 8. "
             "Fit on a larger fraction (--until) or log more often."
         )
+    if isinstance(model, str) and model == "auto":
+        extra: dict[str, Any] = {} if ahead is None else {"ahead": ahead}
+        if prior is not None:  # auto takes the earlier runs themselves
+            extra["earlier"] = prior
+        return fit(part, "auto", schedule=_schedule_of(traj), level=level, seed=seed, **extra)
     if prior is not None:
         from ..prior import fit_with_prior
 
         return fit_with_prior(
             part, prior, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
         )
-    if isinstance(model, str) and model == "auto":
-        extra: dict[str, Any] = {} if ahead is None else {"ahead": ahead}
-        return fit(part, "auto", schedule=_schedule_of(traj), level=level, seed=seed, **extra)
     return fit(
         part, model, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
     )
@@ -207,7 +211,7 @@ def analyze(
         traj, model=model, until=until, level=level, bootstrap=bootstrap, seed=seed, prior=prior
     )
     done("fit")
-    if prior is not None:
+    if prior is not None and not isinstance(f, AutoFit):
         from ..prior import predict_with_prior
 
         pred = predict_with_prior(f, traj.step, warn=False)  # type: ignore[arg-type]

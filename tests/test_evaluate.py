@@ -99,3 +99,18 @@ def test_bad_arguments() -> None:
         evaluate(runs, ["ode", "ode"])
     with pytest.raises(InvalidArgumentError, match="by names"):
         EvalTable(()).summary(by=("nope",))
+
+
+def test_a_run_too_short_to_cut_says_why_it_has_no_row() -> None:
+    from lossrate import RunMeta, Schedule, Trajectory
+    from lossrate.evaluate import evaluate
+
+    steps = np.arange(0, 40)
+    traj = Trajectory.from_arrays(
+        2.0 * (1 + steps) ** -0.3, step=steps, lr=np.full(40, 0.1), meta=RunMeta(name="short")
+    )
+    table = evaluate(
+        {"short": (traj, Schedule.constant(0.1, 40))}, ["power_steps"], fractions=(0.5, 1 - 1e-11)
+    )
+    assert {r.k for r in table.rows} == {0.5}
+    assert len(table.skipped) == 1 and "nothing is left to predict" in table.skipped[0]

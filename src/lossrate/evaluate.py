@@ -89,6 +89,8 @@ class EvalTable:
     """The rows of an evaluation, with text / CSV views and grouped summaries."""
 
     rows: tuple[EvalRow, ...]
+    #: why a (run, k) produced no row, one line each
+    skipped: tuple[str, ...] = ()
 
     def summary(
         self, by: Sequence[str] = ("model", "k"), stat: str = "median"
@@ -346,11 +348,16 @@ def evaluate(
         ks = [float(k) for k in fractions]
         if not ks or any(not 0 < k < 1 for k in ks):
             raise InvalidArgumentError(f"fractions must lie in (0, 1), got {list(fractions)}.")
+        skipped: list[str] = []
         for name, rd in zip(names, rds):
             for k in ks:
                 pre = rd.traj.prefix(k)
                 held = rd.traj.step > pre.step[-1]
                 if not held.any():
+                    skipped.append(
+                        f"{name} at k={k:g}: no logged step after the first {k:.0%} "
+                        f"(the log has {rd.traj.n} row(s)); nothing is left to predict"
+                    )
                     continue
                 train_rd = RunData(pre, rd.schedule)
                 test_rd = RunData(rd.traj.select(held), rd.schedule)
@@ -368,7 +375,7 @@ def evaluate(
                         )
                     )
                     say(_line(rows[-1]))
-        return EvalTable(tuple(rows))
+        return EvalTable(tuple(rows), tuple(skipped))
     if not train:
         raise InvalidArgumentError("protocol='cross' needs train=[run names to fit on].")
     unknown = [n for n in [*train, *(test or ())] if n not in names]

@@ -233,10 +233,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
     from ..evaluate import evaluate
 
     runs: dict[str, Any] = {}
+    unread: list[str] = []
     for path in args.logs:
         args.log = path
-        traj, _ = _read(args)
+        try:
+            traj, _ = _read(args)
+        except DataError as exc:
+            if len(args.logs) == 1:
+                raise
+            unread.append(f"{path}: not read ({exc})")
+            continue
         runs[_unique_name(traj.meta.name or path.stem, runs)] = traj
+    if not runs:
+        raise DataError("no log could be read:\n  " + "\n  ".join(unread))
     total = len(runs) * len(args.fractions) * len(args.models)
     with tqdm(
         total=total,
@@ -256,12 +265,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
     if args.csv is not None:
         table.to_csv(str(args.csv))
     summary = table.summary(("model", "k"))
+    failed = [
+        f"{r.run} k={r.k:g} {r.model}: {r.message}"
+        for r in table.rows
+        if not r.fit_ok and r.message
+    ]
     text = (
-        f"prefix protocol on {len(runs)} run(s): median over runs of each score on the held-out steps\n"
+        f"prefix protocol on {len(runs)} run(s): median over runs of each score on the held-out "
+        "steps (final_rel_err and final_log_err = |ln(pred/obs)| against the loss smoothed "
+        "over 5 % of the held-out points; coverage of the interval, as a share)\n"
         + table.to_text(by=("model", "k"))
+        + "".join(f"\nno row: {why}" for why in [*unread, *table.skipped])
+        + "".join(f"\nfailed: {why}" for why in failed)
         + (f"\nevery row: {args.csv}" if args.csv is not None else "")
     )
-    return Outcome(text, {"summary": summary, "rows": [dataclasses.asdict(r) for r in table.rows]})
+    return Outcome(
+        text,
+        {
+            "summary": summary,
+            "rows": [dataclasses.asdict(r) for r in table.rows],
+            "skipped": [*unread, *table.skipped],
+        },
+    )
 
 
 def _cmd_floor(args: argparse.Namespace) -> Outcome:

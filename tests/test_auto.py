@@ -12,7 +12,7 @@ from lossrate._model import RunData
 from lossrate.auto import AutoFit, fit_auto, predict_auto, thin
 from lossrate.auto._backtest import Backtest, plan_origins
 from lossrate.auto._calibrate import calibrate
-from lossrate.auto._candidates import candidates, decays_ahead
+from lossrate.auto._candidates import candidates
 from lossrate.auto._combine import combine
 from lossrate.baselines import get_baseline
 from lossrate.evaluate import evaluate
@@ -34,10 +34,14 @@ def test_thin_averages_ln_loss_in_bins_and_keeps_short_logs() -> None:
 def test_origins_have_the_ratio_asked_for_when_the_prefix_allows() -> None:
     steps = np.arange(0, 401, 2)
     pairs = plan_origins(steps, 4.0, min_points=12)
-    assert len(pairs) >= 4
-    for o, h in pairs:
+    full = [(o, h) for o, h in pairs if o <= 400 / 4 + 2]
+    late = [(o, h) for o, h in pairs if o > 400 / 4 + 2]
+    assert len(full) == 3 and len(late) == 3
+    for o, h in full:  # the full ratio: origins in [n / 2r, n / r]
         assert 400 / 8 - 2 <= o <= 400 / 4 + 2
         assert h == pytest.approx(min(4 * o, 400), abs=1)
+    for o, h in late:  # late origins fit most of the prefix and end at it
+        assert 0.5 * 400 - 2 <= o <= 0.8 * 400 + 2 and h == 400
     # a short prefix: origins need 12 points, so their ratio falls short of 10
     short = np.arange(0, 40)
     for o, h in plan_origins(short, 10.0):
@@ -66,18 +70,33 @@ def test_combine_picks_the_model_that_backtests_best() -> None:
     assert len(c.cv_paths) == 5
 
 
-def test_stacking_wins_when_two_models_err_in_opposite_directions() -> None:
+def test_weights_are_inverse_to_the_squared_backtest_score() -> None:
+    bts = []
+    for o in (10, 12, 14, 16, 18):
+        obs = np.zeros(20)
+        bts.append(_bt(o, obs, {"a": obs + 0.01, "b": obs - 0.02, "c": obs + 0.2}))
+    c = combine(bts, ["a", "b", "c"], {})
+    assert c.rule == "inverse"
+    # scores in the ratio 1 : 2 : 20, weights 1 : 1/4 : 1/400 (c's share under 2 % is dropped)
+    assert c.weights["a"] == pytest.approx(0.8, abs=1e-9)
+    assert c.weights["b"] == pytest.approx(0.2, abs=1e-9)
+    assert "c" not in c.weights
+    assert set(c.cv_error) == {"inverse", "stack", "best"}
+
+
+def test_stacking_is_measured_beside_and_finds_opposite_errors() -> None:
+    from lossrate.auto._combine import _stack
+
     bts = []
     for o in (10, 12, 14, 16, 18):
         obs = np.linspace(0, -0.1, 20)
         ramp = np.linspace(0.01, 0.05, 20)  # errors growing with the horizon, opposite signs
         bts.append(_bt(o, obs, {"hi": obs + ramp, "lo": obs - ramp, "far": obs + 0.2}))
+    w = _stack(bts, ["hi", "lo", "far"])
+    assert w["hi"] == pytest.approx(0.5, abs=1e-6) and w["lo"] == pytest.approx(0.5, abs=1e-6)
+    assert "far" not in w
     c = combine(bts, ["hi", "lo", "far"], {})
-    assert c.rule == "stack"
-    assert c.weights["hi"] == pytest.approx(0.5, abs=1e-6)
-    assert c.weights["lo"] == pytest.approx(0.5, abs=1e-6)
-    assert "far" not in c.weights
-    assert c.cv_error["stack"] < c.cv_error["best"]
+    assert c.cv_error["stack"] < c.cv_error["inverse"]  # reported, not used
 
 
 def test_without_backtests_the_lowest_bic_is_used() -> None:
@@ -100,13 +119,6 @@ def test_calibration_scale_is_the_pooled_quantile_times_one_plus_one_over_n() ->
     assert cal.scale(0.9) == pytest.approx(0.04 * 1.25)
     assert cal.scale(0.5) == pytest.approx(0.02 * 1.25)
     np.testing.assert_allclose(cal.halfwidth(np.array([0.5, 1.0, np.e]), 0.9), [0, 0, 0.05])
-
-
-def test_decay_ahead_compares_with_the_lr_at_the_cut() -> None:
-    wsd = Schedule.wsd(0.1, 1000, decay_start=800)
-    assert decays_ahead(wsd, 500, 1000)
-    assert not decays_ahead(wsd, 500, 800)
-    assert not decays_ahead(Schedule.constant(0.1, 1000), 500, 1000)
 
 
 def test_unknown_candidates_are_refused_with_the_choices() -> None:
@@ -163,10 +175,6 @@ def test_a_decay_never_raises_the_prediction_and_an_unseen_gain_widens_the_inter
     late = traj.step > 1500
     assert np.all(what_if.lower[late] < flat.lower[late])
     assert any("not identified" in w for w in what_if.warnings)
-    # laws without a decay gain are not weighed for a prediction through a decay
-    af_d = fit_auto(pre, schedule=decay, models="ode,power_S,momentum,ode_relax")
-    assert set(af_d.weights) <= {"momentum", "ode_relax"}
-    assert "power_S" in af_d.failed and "decay" in af_d.failed["power_S"]
 
 
 def test_evaluate_runs_auto_in_the_prefix_protocol() -> None:
@@ -215,6 +223,6 @@ def test_earlier_runs_join_the_backtests_at_the_full_ratio() -> None:
     assert len(with_runs.backtests) == len(alone.backtests) + 2
     for bt in tests:  # cut at the same fraction: the horizon ratio is the one asked for
         assert bt.horizon_ratio == pytest.approx(with_runs.ratio, rel=0.05)
-    assert with_runs.weights == {"power_S": 1.0}
+    assert with_runs.weights["power_S"] > 0.9  # the true law carries the weight
     pred = predict_auto(with_runs, traj.step)
     assert abs(np.log(pred.loss[-1] / clean[-1])) < 0.05

@@ -12,7 +12,7 @@ from .._model import CurveModel
 from ..fitting.registry import available_models, get_model
 from ..schedule import Schedule
 
-__all__ = ["CANDIDATES", "PEER_RECIPE", "Candidate", "candidates", "decays_ahead"]
+__all__ = ["CANDIDATES", "DECAY_SHARE", "PEER_RECIPE", "Candidate", "candidates"]
 
 #: the peers' own recipe (Huber with delta = 1e-3 on raw log residuals), as they publish it
 PEER_RECIPE: Mapping[str, Any] = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
@@ -27,10 +27,6 @@ class Candidate:
     ``lumped``: the model sums a loss drop over every lr change (``ode_relax``,
     ``multipower``); ``auto`` lumps the changes of a long schedule into at most
     256 blocks (the model's ``block`` setting), so one fit stays well under a second.
-    ``decay_gain``: the model lowers the loss when the lr falls (a loss-drop or annealing
-    term). A law in the lr sum alone predicts that a decay *raises* the loss against no
-    decay (less lr sum), and a law in steps ignores it; ``auto`` weighs only models with a
-    decay gain for a prediction through an lr decay.
     """
 
     label: str
@@ -38,7 +34,6 @@ class Candidate:
     options: Mapping[str, Any] = field(default_factory=dict)
     settings: Mapping[str, Any] = field(default_factory=dict)
     lumped: bool = False
-    decay_gain: bool = False
 
     def build(self, schedule: Schedule) -> CurveModel:
         """The model instance for a run under ``schedule``."""
@@ -51,12 +46,12 @@ class Candidate:
 #: the default family: the ODE models and the peer laws
 CANDIDATES: tuple[Candidate, ...] = (
     Candidate("ode", "ode"),
-    Candidate("ode_relax", "ode_relax", lumped=True, decay_gain=True),
+    Candidate("ode_relax", "ode_relax", lumped=True),
     Candidate("power_steps", "power_steps", PEER_RECIPE),
     Candidate("power_S", "power_S", PEER_RECIPE),
     Candidate("exponential", "exponential", PEER_RECIPE),
-    Candidate("momentum", "momentum", PEER_RECIPE, decay_gain=True),
-    Candidate("multipower", "multipower", PEER_RECIPE, lumped=True, decay_gain=True),
+    Candidate("momentum", "momentum", PEER_RECIPE),
+    Candidate("multipower", "multipower", PEER_RECIPE, lumped=True),
 )
 
 
@@ -75,7 +70,7 @@ def candidates(names: Any = None) -> tuple[Candidate, ...]:
         elif n in known:
             out.append(known[n])
         elif n in available_models() and n != "auto":
-            out.append(Candidate(str(n), str(n), decay_gain=n == "ode_noise"))
+            out.append(Candidate(str(n), str(n)))
         else:
             raise InvalidArgumentError(
                 f"candidates holds {n!r}, which is not a model; choose from "
@@ -90,13 +85,3 @@ def candidates(names: Any = None) -> tuple[Candidate, ...]:
 
 #: an lr below this share of the lr at the cut counts as a decay ahead
 DECAY_SHARE = 0.9
-
-
-def decays_ahead(schedule: Schedule, cut: int, end: int) -> bool:
-    """The lr over steps (cut, end] falls below :data:`DECAY_SHARE` of its value at ``cut``."""
-    if end <= cut:
-        return False
-    lr = schedule.lr
-    at_cut = float(lr[min(cut, lr.size - 1)])
-    ahead = lr[cut + 1 : min(end, lr.size)]
-    return bool(ahead.size and at_cut > 0 and float(ahead.min()) < DECAY_SHARE * at_cut)

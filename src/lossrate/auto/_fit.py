@@ -33,13 +33,11 @@ from ..schedule import Schedule
 from ..trajectory import Trajectory
 from ._backtest import Backtest, run_backtests, run_transfer_tests
 from ._calibrate import Calibration, calibrate
-from ._candidates import DECAY_SHARE, Candidate, candidates, decays_ahead
+from ._candidates import DECAY_SHARE, Candidate, candidates
 from ._combine import Combination, combine
 
 __all__ = ["AutoFit", "AutoModel", "fit_auto", "predict_auto", "thin"]
 
-#: weigh only laws with a decay gain when the lr decays ahead (dev switch)
-DECAY_RULE = True
 #: the prefix is thinned to at most this many points
 MAX_POINTS = 300
 #: interval steps evaluated with parameter draws (the rest interpolated in ln L)
@@ -300,8 +298,7 @@ def fit_auto(
             backtests (default: the end of ``ahead``, else of the schedule; when that is the
             prefix's own end, a ratio of 2).
         ahead: the schedule the prediction will follow (a what-if), when it is not
-            ``schedule``: its lr after the fitted steps decides whether the lr decays ahead
-            (only models with a decay gain are then weighed).
+            ``schedule``: its length sets the default horizon.
         models: the models weighed (labels of :data:`~lossrate.auto.CANDIDATES` or
             registered names; default all of those).
         earlier: earlier runs of the same kind (whole logs, never the run itself): each is
@@ -338,14 +335,6 @@ def fit_auto(
             f"schedule's {plan.n_steps} steps; extend the schedule to reach it."
         )
     ratio = (end - s0) / (sn - s0) if end > sn else _DEFAULT_RATIO
-    excluded: dict[str, str] = {}
-    if DECAY_RULE and decays_ahead(plan, sn, end):
-        gain = tuple(c for c in cands if c.decay_gain)
-        if gain:
-            excluded = {
-                c.label: "no decay gain, and the lr decays ahead" for c in cands if c not in gain
-            }
-            cands = gain
     traj = thin(raw, int(max_points))
     frun = RunData(traj, run.schedule)
     say = progress or (lambda _s: None)
@@ -357,7 +346,7 @@ def fit_auto(
         )
     say("backtests")
     members: dict[str, Fit] = {}
-    failed: dict[str, str] = dict(excluded)
+    failed: dict[str, str] = {}
     for c in cands:
         try:
             f = fit(frun, c.build(run.schedule), bootstrap=0, level=level, seed=seed, **c.options)

@@ -226,3 +226,31 @@ def test_earlier_runs_join_the_backtests_at_the_full_ratio() -> None:
     assert with_runs.weights["power_S"] > 0.9  # the true law carries the weight
     pred = predict_auto(with_runs, traj.step)
     assert abs(np.log(pred.loss[-1] / clean[-1])) < 0.05
+
+
+def test_a_member_far_from_the_others_at_the_horizon_loses_its_weight() -> None:
+    from types import SimpleNamespace
+
+    from lossrate.auto._combine import Combination
+    from lossrate.auto._fit import _drop_outliers
+
+    class Flat:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def curve(self, theta, run, steps):
+            return np.full(np.shape(steps), self.value)
+
+    def member(value: float):
+        return SimpleNamespace(model=Flat(value), theta=lambda: {}, runs=(None,))
+
+    members = {"a": member(2.80), "b": member(2.82), "c": member(2.79), "drop": member(0.74)}
+    combo = Combination("inverse", {"a": 0.3, "b": 0.3, "c": 0.2, "drop": 0.2}, {}, {}, "w")
+    kept, why = _drop_outliers(combo, members, 100)
+    assert set(kept.weights) == {"a", "b", "c"} and "drop" in why
+    assert sum(kept.weights.values()) == pytest.approx(1.0)
+    assert "outlier" in kept.why
+    # laws that merely disagree by a few per cent all keep their weight
+    close = {"a": member(2.80), "b": member(2.90), "c": member(2.70), "d": member(2.85)}
+    combo = Combination("inverse", dict.fromkeys(close, 0.25), {}, {}, "w")
+    assert _drop_outliers(combo, close, 100)[0] is combo

@@ -37,9 +37,9 @@ def test_demo_folder_holds_everything_listed(demo_dir) -> None:
     assert traj.has("residual_sq") and traj.has("loss_std") and traj.has("pgrad_sq")
     doc = json.loads((demo_dir / "fit.json").read_text())
     h = doc["headline"]
-    assert h["final_step"] == STEPS - 1 and h["cut_step"] == int(0.3 * (STEPS - 1))
+    assert h["final_step"] == STEPS - 1 and h["cut_step"] == int(0.4 * (STEPS - 1))
     assert h["predicted_final"] > 0 and h["observed_final"] > 0
-    assert doc["fit"]["auto"]["weights"] and doc["settings"]["config"] == "mnist_mlp_sgd"
+    assert doc["fit"]["auto"]["weights"] and doc["settings"]["config"] == "mnist_mlp_demo"
     assert sum(doc["fit"]["auto"]["weights"].values()) == pytest.approx(1.0)
     html = (demo_dir / "report.html").read_text()
     assert "http://" not in html and "https://" not in html

@@ -1,9 +1,10 @@
-"""``lossrate demo``: train, record, fit 30 %, predict the rest, report.
+"""``lossrate demo``: train, record, fit 40 %, predict the rest, report.
 
 1. trains the wide one-hidden-layer MLP on 4,000 real MNIST digits with SGD (the shipped
-   config ``mnist_mlp_sgd``), recording the per-step trajectory (loss, its spread, the
+   config ``mnist_mlp_demo``, lr 0.02), recording the per-step trajectory (loss, its spread, the
    residual norm R and the gradient norms);
-2. fits the loss state-rate ODE on the first ``until`` (30 %) of the steps;
+2. fits ``auto`` (the ODE models and the peer laws, weighed by backtests) on the first
+   ``until`` (40 %) of the steps;
 3. predicts the rest and compares it with what training actually did, next to the peer
    laws fitted on the same prefix;
 4. prints and saves the fitted parameters, predicted vs observed final loss, the loss
@@ -35,7 +36,7 @@ from .report.analysis import Analysis, analyze, run_closure
 __all__ = ["DEMO_CONFIG", "DEMO_PEERS", "DemoResult", "run_demo"]
 
 #: the shipped experiment the demo trains
-DEMO_CONFIG = "mnist_mlp_sgd"
+DEMO_CONFIG = "mnist_mlp_demo"
 #: peer laws fitted on the same prefix for the comparison figure (those that are installed)
 DEMO_PEERS = ("power_steps", "exponential")
 #: the marker files of a folder the demo may replace
@@ -91,7 +92,7 @@ def run_demo(
     out: str | Path = "runs/demo",
     *,
     steps: int | None = None,
-    until: float = 0.3,
+    until: float = 0.4,
     target: float | None = None,
     device: str = "auto",
     seed: int | None = None,

@@ -20,6 +20,7 @@ from lossrate.experiments.config import (
 
 SHIPPED = [
     "mnist_mlp_sgd",
+    "mnist_mlp_demo",
     "mnist_deep_mlp",
     "fashion_cnn_adam_cosine",
     "fashion_deep_cnn",

@@ -110,7 +110,7 @@ class AutoFit(FitResult):
         c = self.combination
         if c is None:
             return []
-        lines = [f"weights: {_weights_text(c.weights)}  ({c.why})"]
+        lines = [f"weights: {_weights_text(c.weights)}"]
         ranked = sorted(c.scores.items(), key=lambda kv: kv[1])
         runs = [bt.run for bt in self.backtests if bt.run]
         origins = len(self.backtests) - len(runs)

@@ -97,7 +97,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 _MAIN_EPILOG = """\
 examples:
-  lossrate demo                                  train an MLP on MNIST, fit 30 %, predict the rest
+  lossrate demo                                  train an MLP on MNIST, fit 40 %, predict the rest
   lossrate fit run.csv --loss ce --classes 10 --until 0.3
                                                  fit your own log, write a report folder
   lossrate fit logs/events.out.tfevents.* --format tensorboard --loss ce --classes 10
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "demo",
-        "train a wide MLP on 5k real MNIST digits, fit the ODE on 30 %% of the steps, "
+        "train a wide MLP on 5k real MNIST digits, fit auto on 40 %% of the steps, "
         "predict the rest and write a report folder",
         _DEMO_EPILOG,
         _cmd_demo,
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--steps", type=_count, default=None, help="training steps (default: the config's)"
     )
-    p.add_argument("--until", type=_fraction, default=0.3, help="fraction of the steps to fit on")
+    p.add_argument("--until", type=_fraction, default=0.4, help="fraction of the steps to fit on")
     p.add_argument(
         "--target",
         type=_positive,

@@ -188,8 +188,16 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     relax = get_model("ode_relax", closure="power", block=1)
     gf = get_model("ode", closure="power").curve(RELAX, run, steps)
     x_gf = gf - RELAX["L_inf"]
-    x_left = (relax.curve(RELAX, run, steps) - RELAX["L_inf"]) / x_gf
-    y_model = np.log(x_left) * x_gf / RELAX["B"]  # = -D(s): x = x_gf exp(-B D / x_gf)
+    # invert L = L_inf + x_gf h(B D / x_gf), h(u) = sp(1 - u) / sp(1), sp(z) = s ln(1 + e^(z/s))
+    s = 0.2
+    h = (relax.curve(RELAX, run, steps) - RELAX["L_inf"]) / x_gf
+    u = 1.0 - s * np.log(np.expm1(h * s * np.logaddexp(0.0, 1.0 / s) / s))
+    y_model = -u * x_gf / RELAX["B"]  # = -D(s)
+    # the drop takes at most a third of the excess over the floor: L_gf - B D within 2 % of it
+    assert np.max(u) < 1 / 3
+    np.testing.assert_allclose(
+        relax.curve(RELAX, run, steps) - gf, RELAX["B"] * y_model, rtol=0.02, atol=1e-12
+    )
     # independent: every mode h relaxes by dy/dS = -h (y - eta(S)), solved numerically step by
     # step; modes weighted by a Gamma(kappa, scale C) law (Gauss–Laguerre); the noise
     # excess over the starting lr's is B (E_h[y_h] - eta_0)
@@ -270,7 +278,9 @@ def test_ode_relax_fits_its_own_curve_and_says_when_no_decay_is_seen() -> None:
     sch = Schedule.wsd(0.1, 3000, decay_start=2200, final=0.0, warmup=50)
     steps = np.arange(60, 3001, 5)
     run = run_of(sch, steps, loss="other")
-    truth = {**RELAX, "gamma": 0.3, "B": 1.5}
+    # the cooldown to lr 0 takes 87 % of the excess over the floor by the end, into the bend of
+    # h (B = 1.5 before: a drop 6 times that excess, the loss pinned to the floor L_inf)
+    truth = {**RELAX, "gamma": 0.3, "B": 0.3}
     clean = get_model("ode_relax").curve(truth, run, steps)
     y = clean * np.exp(np.random.default_rng(1).normal(0.0, 1e-3, clean.size))
     traj = run.traj.replace(loss=y)
@@ -286,3 +296,34 @@ def test_ode_relax_fits_its_own_curve_and_says_when_no_decay_is_seen() -> None:
     stable = fit(traj.prefix(0.5), "ode_relax", schedule=sch, bootstrap=0)
     assert any("noise-excess drop" in n for n in stable.notes)
     assert not any("noise-excess drop" in n for n in res.notes)
+
+
+def test_ode_relax_predicts_a_long_cosine_decay_from_its_first_part() -> None:
+    # gradient flow minus a bounded noise-excess drop, L = L_gf - B D (each lr step's drop
+    # saturates at B d_k), over a cosine decay to a tenth of the peak; the drop lowers the
+    # final loss by 14 % and takes 45 % of the excess over the floor. Fitted on the first 40 %
+    # of the steps (the lr has fallen to 69 % of its peak), ode_relax must predict the final
+    # loss to within 1.5 % for every noise draw and 0.75 % in the median (measured: 0.2-1.1 %,
+    # median 0.5 %). The form before, L_inf + x_gf exp(-B D / x_gf), bent the drop towards the
+    # floor and missed by 0.3-2.8 % (median 1.5 %) on the same draws.
+    sch = Schedule.cosine(0.1, 3001, final=0.01, warmup=50)
+    steps = np.arange(60, 3001, 10)
+    run = run_of(sch, steps, loss="other")
+    truth = {**RELAX, "rho_ref": 0.05, "L_inf": 1.0, "B": 2.0, "C": 2.0, "kappa": 0.7, "gamma": 0.3}
+    gf = get_model("ode").curve(truth, run, steps)
+    D = multipower_drop(
+        sch, steps, truth["C"], truth["kappa"], truth["gamma"], include_warmup=False
+    )[0]
+    clean = gf - truth["B"] * D
+    assert 0.4 < truth["B"] * D[-1] / (gf[-1] - truth["L_inf"]) < 0.5
+    assert truth["B"] * D[-1] > 0.1 * clean[-1]
+    model = get_model("ode_relax")
+    errors = []
+    for seed in range(5):
+        y = clean * np.exp(np.random.default_rng(seed).normal(0.0, 1e-3, clean.size))
+        full = RunData(run.traj.replace(loss=y), sch)
+        prefix = full.traj.prefix(0.4)
+        assert sch.at(prefix.step[-1:])[0] < 0.7 * 0.1  # the prefix holds part of the decay
+        res = fit(prefix, model, schedule=sch, bootstrap=0)
+        errors.append(abs(model.curve(res.theta(), full, steps[-1:])[0] / clean[-1] - 1.0))
+    assert max(errors) < 0.015 and float(np.median(errors)) < 0.0075, errors

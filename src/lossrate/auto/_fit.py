@@ -66,11 +66,17 @@ class AutoModel(CurveModel):
         return ({},)
 
     def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
+        """The weighted mean of ln L_m, renormalised over the members finite at each step (a
+        law in the lr sum is infinite at S = 0; the others still say what the loss is)."""
         total = np.zeros(np.shape(steps))
+        weight = np.zeros(np.shape(steps))
         with np.errstate(all="ignore"):
             for _label, w, model, th in self.members:
-                total = total + w * np.log(np.asarray(model.curve(th, run, steps), dtype=float))
-            return np.exp(total)
+                lm = np.log(np.asarray(model.curve(th, run, steps), dtype=float))
+                ok = np.isfinite(lm)
+                total = total + np.where(ok, w * lm, 0.0)
+                weight = weight + np.where(ok, w, 0.0)
+            return np.where(weight > 0, np.exp(total / np.where(weight > 0, weight, 1.0)), np.inf)
 
     def describe(self) -> str:
         parts = " + ".join(f"{label} {w:.2f}" for label, w, _m, _t in self.members)
@@ -238,7 +244,7 @@ def member_floor(f: Fit) -> float | None:
 _BELOW_FLOOR = 0.01
 
 
-def _implausible(f: Fit, sn: int, end: int) -> str:
+def _implausible(f: Fit, sn: int, end: int, run: RunData | None = None) -> str:
     """Why a member's prediction from the cut to ``end`` cannot be used ("" when it can): not
     finite, or below the floor of its own law. A loss-drop term whose size the prefix never
     saw can run past the loss above the floor (the multi-power law fitted on a WSD run's
@@ -246,7 +252,7 @@ def _implausible(f: Fit, sn: int, end: int) -> str:
     holds there, so no weight is given to it."""
     grid = np.unique(np.linspace(sn, max(end, sn), 64).round().astype(np.int64))
     with np.errstate(all="ignore"):
-        path = np.asarray(f.model.curve(f.theta(), f.runs[0], grid), dtype=float)
+        path = np.asarray(f.model.curve(f.theta(), run or f.runs[0], grid), dtype=float)
     if not np.all(np.isfinite(path)) or not np.all(path > 0):
         return f"its prediction up to step {int(grid[-1])} is not finite"
     floor = member_floor(f)
@@ -538,6 +544,7 @@ def predict_auto(
         if uniq.size <= _KNOTS
         else np.unique(uniq[np.linspace(0, uniq.size - 1, _KNOTS).round().astype(int)])
     )
+    afit = _plausible_under(afit, rd, sn, int(steps.max()), warnings)
     best = afit.model.curve({}, rd, steps)
     with np.errstate(all="ignore"):
         best = np.log(best)
@@ -547,15 +554,24 @@ def predict_auto(
         p = predict(afit.members[label], knots, run=None, schedule=rd.schedule, level=lev)
         with np.errstate(all="ignore"):
             lm = np.log(p.loss)
-            own_lo += w * (lm - np.log(p.mean_lower if p.mean_lower is not None else p.loss))
-            own_hi += w * (np.log(p.mean_upper if p.mean_upper is not None else p.loss) - lm)
+            lo_m = lm - np.log(p.mean_lower if p.mean_lower is not None else p.loss)
+            hi_m = np.log(p.mean_upper if p.mean_upper is not None else p.loss) - lm
+        # where a law is infinite (S = 0) it says nothing about the width
+        own_lo += w * np.where(np.isfinite(lo_m), lo_m, 0.0)
+        own_hi += w * np.where(np.isfinite(hi_m), hi_m, 0.0)
     lo_own = np.interp(steps, knots, own_lo)
     hi_own = np.interp(steps, knots, own_hi)
     cal = afit.calibration.halfwidth((steps - s0) / max(sn - s0, 1), lev)
     h_lo = np.maximum(lo_own, cal)
     h_hi = np.maximum(hi_own, cal)
+    finite = np.isfinite(best)  # a law infinite at S = 0 makes the pooled curve so there
+    raw = best
+    best = np.where(finite, best, 0.0)
     h_lo, h_hi = _lr_extrapolation(afit, rd, steps, best, h_lo, h_hi)
     best, h_lo, more = _decay_sanity(afit, rd, steps, best, h_lo, sn)
+    best = np.where(finite, best, raw)
+    h_lo = np.where(finite, h_lo, 0.0)
+    h_hi = np.where(finite, h_hi, 0.0)
     warnings.extend(more)
     zn = z_quantile(lev) * afit.noise_raw
     if not np.all(np.isfinite(best[steps > sn])):
@@ -576,6 +592,25 @@ def predict_auto(
         mean_upper=np.exp(best + h_hi),
         warnings=tuple(warnings),
     )
+
+
+def _plausible_under(afit: AutoFit, rd: RunData, sn: int, end: int, warnings: list[str]) -> AutoFit:
+    """The fit with only the members whose prediction under ``rd`` (a what-if schedule)
+    stays finite and above their own floor up to ``end``, weights renormalised (the fit
+    checked them under the run's own schedule only)."""
+    members = afit.model.members  # type: ignore[attr-defined]
+    bad = {
+        label: why
+        for label, _w, _m, _t in members
+        if (why := _implausible(afit.members[label], sn, end, rd))
+    }
+    if not bad or len(bad) == len(members):
+        return afit
+    kept = [(lb, w, m, t) for lb, w, m, t in members if lb not in bad]
+    total = sum(w for _lb, w, _m, _t in kept)
+    warnings.extend(f"{lb} is not weighed under this schedule: {why}" for lb, why in bad.items())
+    model = AutoModel(tuple((lb, w / total, m, t) for lb, w, m, t in kept))
+    return dataclasses.replace(afit, model=model)
 
 
 def _decay_sanity(
@@ -658,7 +693,14 @@ def _lr_extrapolation(
         return h_lo, h_hi
     finite = [v for v in c.scores.values() if np.isfinite(v)]
     top = min(finite) if finite else np.inf
-    credible = [m for m, v in c.scores.items() if m in afit.members and v <= _CREDIBLE * top + 1e-4]
+    credible = [
+        m
+        for m, v in c.scores.items()
+        if m in afit.members
+        and m not in afit.failed
+        and v <= _CREDIBLE * top + 1e-4
+        and not _implausible(afit.members[m], int(fitted[-1]), int(steps.max()), rd)
+    ]
     lo, hi = best.copy(), best.copy()
     for m in credible:
         f = afit.members[m]
@@ -667,6 +709,7 @@ def _lr_extrapolation(
         ok = np.isfinite(p)
         lo = np.where(ok, np.minimum(lo, p), lo)
         hi = np.where(ok, np.maximum(hi, p), hi)
-    h_lo = np.where(beyond, np.maximum(h_lo, best - lo), h_lo)
-    h_hi = np.where(beyond, np.maximum(h_hi, hi - best), h_hi)
+    with np.errstate(invalid="ignore"):  # a law infinite at S = 0 is inf there in all
+        h_lo = np.where(beyond, np.maximum(h_lo, best - lo), h_lo)
+        h_hi = np.where(beyond, np.maximum(h_hi, hi - best), h_hi)
     return h_lo, h_hi

@@ -291,6 +291,9 @@ def main() -> None:
         "--no-real", action="store_true", help="skip the real training runs (section 3)"
     )
     ap.add_argument("--skip-mpl", action="store_true", help="skip the mpl curves (1, 2)")
+    ap.add_argument(
+        "--no-cross", action="store_true", help="skip the cross-schedule split (2; slow)"
+    )
     ap.add_argument("--cache", default="cache", help="where the real runs are generated once")
     ap.add_argument(
         "--models", default="", help="comma-separated rows to run only (e.g. ode_relax,momentum)"
@@ -314,15 +317,17 @@ def main() -> None:
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         if not args.skip_mpl:
             prefix_rows = [r for rows in ex.map(_prefix_one, tasks) for r in rows]
-            cross_rows = [
-                r for rows in ex.map(_cross_one, [(args.data, s) for s in sizes]) for r in rows
-            ]
+            if not args.no_cross:
+                cross_rows = [
+                    r for rows in ex.map(_cross_one, [(args.data, s) for s in sizes]) for r in rows
+                ]
         real_tasks = [(n, r, ks) for n, r in real.items()]
         real_rows = [r for rows in ex.map(_real_one, real_tasks) for r in rows]
     if not args.skip_mpl:
         print(f"Multi-Power-Law curves: {len(tasks)} curves, sizes {', '.join(sizes)}")
         print(prefix_table(prefix_rows, ks, long=("cosine",)))
-        print(cross_table(cross_rows))
+        if cross_rows:
+            print(cross_table(cross_rows))
     if real_rows:
         print(f"\nReal training runs made by this library: {len(real)} runs")
         print(prefix_table(real_rows, ks))

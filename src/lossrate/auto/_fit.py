@@ -27,8 +27,8 @@ import numpy as np
 from .._errors import DataError, InvalidArgumentError, LossrateError
 from .._model import CurveModel, Param, RunData
 from .._results import FitResult, Prediction
-from ..fitting.engine import Fit, fit, z_quantile
-from ..fitting.predict import predict
+from ..fitting.engine import Fit, as_run, fit, z_quantile
+from ..fitting.predict import predict, prediction_steps
 from ..metrics import smooth_window, smoothed
 from ..schedule import Schedule
 from ..trajectory import Trajectory
@@ -334,16 +334,7 @@ def _named(earlier: Any) -> dict[str, RunData]:
 
 
 def _as_run(data: Any, schedule: Schedule | None) -> RunData:
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[1], Schedule):
-        data, schedule = data[0], schedule or data[1]
-    if isinstance(data, RunData):
-        return data if schedule is None else data.with_schedule(schedule)
-    if not isinstance(data, Trajectory):
-        raise InvalidArgumentError(
-            f"data must be a Trajectory or RunData, got {type(data).__name__}; build one with "
-            "Trajectory.from_arrays(loss, step=..., lr=...)."
-        )
-    return RunData.from_trajectory(data, schedule)
+    return as_run(data, AutoModel(), schedule)
 
 
 # ---------------------------------------------------------------- fit
@@ -520,24 +511,10 @@ def predict_auto(
         raise InvalidArgumentError(f"level must lie in (0, 1), got {level!r}.")
     rd = afit.run if schedule is None else afit.run.with_schedule(schedule)
     s0, sn = afit.train_steps[next(iter(afit.train_steps))]
+    warnings: list[str] = []
     if steps is None:
         steps = np.arange(s0, rd.schedule.n_steps + 1)
-    steps = np.atleast_1d(np.asarray(steps))
-    if steps.ndim != 1 or steps.size == 0:
-        raise InvalidArgumentError(f"steps must be a non-empty 1-D array, got shape {steps.shape}.")
-    warnings: list[str] = []
-    if schedule is None and steps.min() >= 0 and steps.max() > rd.schedule.n_steps:
-        last = float(rd.schedule.lr[-1])
-        warnings.append(
-            f"steps beyond the run's {rd.schedule.n_steps}-step schedule: its last lr {last:.4g} "
-            f"is continued to step {int(steps.max())}; pass schedule= to predict under another plan."
-        )
-        rd = rd.with_schedule(rd.schedule.extend(int(steps.max())))
-    if np.any(steps < 0) or np.any(steps > rd.schedule.n_steps):
-        raise InvalidArgumentError(
-            f"steps must lie in [0, {rd.schedule.n_steps}] (the schedule's steps), got "
-            f"[{steps.min()}, {steps.max()}]; pass schedule= covering them (Schedule.extend)."
-        )
+    rd, steps = prediction_steps(rd, steps, schedule, warnings)
     uniq = np.unique(steps)
     knots = (
         uniq

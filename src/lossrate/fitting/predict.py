@@ -21,7 +21,7 @@ from ..schedule import Schedule
 from ..trajectory import Trajectory
 from .engine import Fit, as_run, z_quantile
 
-__all__ = ["predict"]
+__all__ = ["predict", "prediction_steps"]
 
 _MAX_DRAWS = 200
 
@@ -97,24 +97,7 @@ def predict(
             theta_of = lambda z: pm.thetas(z)[r]  # noqa: E731
             noise = float(fit_result.noise_sd[fit_result.run_names[r]])
             fitted_last = int(pm.runs[r].traj.step[-1])
-    if steps is None:
-        steps = np.arange(int(rd.traj.step[0]), rd.schedule.n_steps + 1)
-    steps = np.atleast_1d(np.asarray(steps))
-    if steps.ndim != 1 or steps.size == 0:
-        raise InvalidArgumentError(f"steps must be a non-empty 1-D array, got shape {steps.shape}.")
-    if schedule is None and steps.min() >= 0 and steps.max() > rd.schedule.n_steps:
-        last = float(rd.schedule.lr[-1])
-        warnings.append(
-            f"steps beyond the run's {rd.schedule.n_steps}-step schedule: its last lr {last:.4g} "
-            "is continued to step "
-            f"{int(steps.max())}; pass schedule= to predict under another plan."
-        )
-        rd = rd.with_schedule(rd.schedule.extend(int(steps.max())))
-    if np.any(steps < 0) or np.any(steps > rd.schedule.n_steps):
-        raise InvalidArgumentError(
-            f"steps must lie in [0, {rd.schedule.n_steps}] (the schedule's steps), got "
-            f"[{steps.min()}, {steps.max()}]; pass schedule= covering them (Schedule.extend)."
-        )
+    rd, steps = prediction_steps(rd, steps, schedule, warnings)
     if not fit_result.success:
         warnings.append(f"the fit did not converge: {fit_result.message}")
     if fitted_last is not None and steps.max() > fitted_last:
@@ -154,6 +137,33 @@ def predict(
         mean_upper=back(hi_m),
         warnings=tuple(warnings),
     )
+
+
+def prediction_steps(
+    rd: RunData, steps: Any, schedule: Schedule | None, warnings: list[str]
+) -> tuple[RunData, np.ndarray]:
+    """The steps to predict (default: from the run's first logged step to the end of its
+    schedule), checked, and the run with its schedule continued at its last lr when they
+    reach beyond it without a what-if ``schedule`` (said in ``warnings``)."""
+    if steps is None:
+        steps = np.arange(int(rd.traj.step[0]), rd.schedule.n_steps + 1)
+    steps = np.atleast_1d(np.asarray(steps))
+    if steps.ndim != 1 or steps.size == 0:
+        raise InvalidArgumentError(f"steps must be a non-empty 1-D array, got shape {steps.shape}.")
+    if schedule is None and steps.min() >= 0 and steps.max() > rd.schedule.n_steps:
+        last = float(rd.schedule.lr[-1])
+        warnings.append(
+            f"steps beyond the run's {rd.schedule.n_steps}-step schedule: its last lr {last:.4g} "
+            "is continued to step "
+            f"{int(steps.max())}; pass schedule= to predict under another plan."
+        )
+        rd = rd.with_schedule(rd.schedule.extend(int(steps.max())))
+    if np.any(steps < 0) or np.any(steps > rd.schedule.n_steps):
+        raise InvalidArgumentError(
+            f"steps must lie in [0, {rd.schedule.n_steps}] (the schedule's steps), got "
+            f"[{steps.min()}, {steps.max()}]; pass schedule= covering them (Schedule.extend)."
+        )
+    return rd, steps
 
 
 def _log_curve(

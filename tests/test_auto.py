@@ -232,7 +232,7 @@ def test_a_member_far_from_the_others_at_the_horizon_loses_its_weight() -> None:
     from types import SimpleNamespace
 
     from lossrate.auto._combine import Combination
-    from lossrate.auto._fit import _drop_outliers
+    from lossrate.auto._members import drop_outliers as _drop_outliers
 
     class Flat:
         def __init__(self, value: float) -> None:

@@ -10,11 +10,11 @@ Use it through :func:`lossrate.fit` (``model="auto"``, the default) and
 from ._candidates import CANDIDATES as CANDIDATES
 from ._candidates import PEER_RECIPE as PEER_RECIPE
 from ._candidates import Candidate as Candidate
-from ._fit import AutoFit as AutoFit
-from ._fit import AutoModel as AutoModel
 from ._fit import fit_auto as fit_auto
-from ._fit import predict_auto as predict_auto
 from ._fit import thin as thin
+from ._predict import predict_auto as predict_auto
+from ._result import AutoFit as AutoFit
+from ._result import AutoModel as AutoModel
 
 __all__ = [
     "CANDIDATES",

@@ -249,7 +249,7 @@ def model_floor(f: FitResult) -> float | None:
     prediction is), an ODE model's budget floor (:func:`lossrate.floor` of its rate), else its
     ``L_inf``, or a peer law's asymptote ``L0``; None when the model has none."""
     from ..auto import AutoFit
-    from ..auto._fit import member_floor
+    from ..auto._members import member_floor
 
     if isinstance(f, AutoFit):
         return float(f.floor)

@@ -1,0 +1,108 @@
+"""Which fitted laws may carry weight: their floors, and predictions no law supports."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+
+from .._model import RunData
+from ..fitting.engine import Fit
+from ._combine import Combination
+
+__all__ = ["drop_outliers", "implausible", "member_floor", "pooled_floor"]
+
+
+def member_floor(f: Fit) -> float | None:
+    """The loss a fitted model approaches: the budget floor of an ODE model's rate
+    (:func:`lossrate.floor` of its components), else the model's own
+    :meth:`~lossrate.CurveModel.asymptote`, else its ``L_inf``; None when it names none."""
+    theta = f.theta()
+    components = getattr(f.model, "components", None)
+    if callable(components):
+        from ..bounds import floor
+
+        closure, rate, L0 = components(theta, f.runs[0])
+        return float(floor(closure, rate, L0))
+    value = f.model.asymptote(theta, f.runs[0])
+    if value is not None:
+        return float(value)
+    return float(theta["L_inf"]) if "L_inf" in theta else None
+
+
+#: a member may dip this share below its own floor (noise in the fit) before it is refused
+_BELOW_FLOOR = 0.01
+
+
+def implausible(f: Fit, sn: int, end: int, run: RunData | None = None) -> str:
+    """Why a member's prediction from the cut to ``end`` cannot be used ("" when it can): not
+    finite, or below the floor of its own law. A loss-drop term whose size the prefix never
+    saw can run past the loss above the floor (the multi-power law fitted on a WSD run's
+    stable phase predicted 0.74 where the run ended at 2.72, its own floor near 2): no law
+    holds there, so no weight is given to it."""
+    grid = np.unique(np.linspace(sn, max(end, sn), 64).round().astype(np.int64))
+    with np.errstate(all="ignore"):
+        path = np.asarray(f.model.curve(f.theta(), run or f.runs[0], grid), dtype=float)
+    if not np.all(np.isfinite(path)) or not np.all(path > 0):
+        return f"its prediction up to step {int(grid[-1])} is not finite"
+    floor = member_floor(f)
+    if floor is not None and floor > 0 and float(path.min()) < (1 - _BELOW_FLOOR) * floor:
+        at = int(grid[int(np.argmin(path))])
+        return (
+            f"its prediction falls to {float(path.min()):.4g} at step {at}, below its own "
+            f"floor {floor:.4g}: a drop the fitted law cannot support"
+        )
+    return ""
+
+
+#: a member further than this in ln L from the others' weighted median at the horizon is
+#: left out (also when its spread-based distance, 5 median absolute deviations, is larger)
+_OUTLIER_LOG = 0.1
+
+
+def drop_outliers(
+    combo: Combination, members: Mapping[str, Fit], end: int
+) -> tuple[Combination, dict[str, str]]:
+    """Members whose prediction at ``end`` lies far from the weighted median of the weighted
+    members (more than max(5 MAD, 0.1) in ln L) lose their weight: a law extrapolating a
+    drop the prefix never showed (an lr decay's gain fitted on a stable phase) is not
+    caught by backtests made inside that phase, and in a weighted mean of ln L one such law
+    moves the answer by its share of a fall that nothing supports."""
+    w = dict(combo.weights)
+    if len(w) < 3:
+        return combo, {}
+    at = {}
+    for m in w:
+        f = members[m]
+        with np.errstate(all="ignore"):
+            at[m] = float(np.log(f.model.curve(f.theta(), f.runs[0], np.array([end]))[0]))
+    names = sorted(w, key=lambda m: at[m])
+    cum = np.cumsum([w[m] for m in names])
+    med = at[names[int(np.searchsorted(cum, 0.5 * cum[-1]))]]
+    mad = float(np.median([abs(at[m] - med) for m in names]))
+    far = {m for m in names if abs(at[m] - med) > max(5 * mad, _OUTLIER_LOG)}
+    if not far or len(far) == len(w):
+        return combo, {}
+    kept = {m: v for m, v in w.items() if m not in far}
+    total = sum(kept.values())
+    kept = {m: v / total for m, v in kept.items()}
+    why = {
+        m: f"its prediction at step {end}, {np.exp(at[m]):.4g}, lies far from the other "
+        f"models' ({np.exp(med):.4g}), in a way its backtests could not test"
+        for m in far
+    }
+    note = f"; left out as an outlier at the horizon: {', '.join(sorted(far))}"
+    return dataclasses.replace(combo, weights=kept, why=combo.why + note), why
+
+
+def pooled_floor(members: Mapping[str, Fit], weights: Mapping[str, float]) -> float:
+    """The members' floors pooled as their predictions are: exp(sum_m w_m ln floor_m) (0
+    when a member has none or a floor of 0)."""
+    total = 0.0
+    for m, w in weights.items():
+        f = member_floor(members[m])
+        if f is None or f <= 0:
+            return 0.0
+        total += w * float(np.log(f))
+    return float(np.exp(total))

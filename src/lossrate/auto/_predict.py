@@ -1,0 +1,227 @@
+"""``auto``'s prediction: the pooled curve with its calibrated interval, checked against
+what a decay can do."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from .._errors import InvalidArgumentError
+from .._model import RunData
+from .._results import Prediction
+from ..fitting.engine import z_quantile
+from ..fitting.predict import predict, prediction_steps
+from ..schedule import Schedule
+from ._candidates import DECAY_SHARE
+from ._members import implausible
+from ._result import AutoFit, AutoModel
+
+__all__ = ["predict_auto"]
+
+#: interval steps evaluated with parameter draws (the rest interpolated in ln L)
+_KNOTS = 128
+
+
+# ---------------------------------------------------------------- predict
+def predict_auto(
+    afit: AutoFit,
+    steps: Any = None,
+    *,
+    schedule: Schedule | None = None,
+    level: float | None = None,
+) -> Prediction:
+    """The weighted prediction of an :class:`AutoFit` with its calibrated interval.
+
+    ln L(s) = sum_m w_m ln L_m(s). Half-width of the mean curve on either side: the wider of
+    the members' own (their parameter draws, weighted alike) and the calibrated
+    h(rho) = q ln rho, rho = (s - s0)/(sn - s0) (:mod:`._calibrate`); the interval of an
+    observed loss adds z * noise_raw in quadrature.
+    """
+    if afit.run is None or afit.combination is None or afit.calibration is None:
+        raise InvalidArgumentError("this AutoFit carries no run; refit it with lossrate.fit.")
+    lev = afit.level if level is None else float(level)
+    if not 0 < lev < 1:
+        raise InvalidArgumentError(f"level must lie in (0, 1), got {level!r}.")
+    rd = afit.run if schedule is None else afit.run.with_schedule(schedule)
+    s0, sn = afit.train_steps[next(iter(afit.train_steps))]
+    warnings: list[str] = []
+    if steps is None:
+        steps = np.arange(s0, rd.schedule.n_steps + 1)
+    rd, steps = prediction_steps(rd, steps, schedule, warnings)
+    uniq = np.unique(steps)
+    knots = (
+        uniq
+        if uniq.size <= _KNOTS
+        else np.unique(uniq[np.linspace(0, uniq.size - 1, _KNOTS).round().astype(int)])
+    )
+    afit = _plausible_under(afit, rd, sn, int(steps.max()), warnings)
+    best = afit.model.curve({}, rd, steps)
+    with np.errstate(all="ignore"):
+        best = np.log(best)
+    own_lo = np.zeros(knots.shape)
+    own_hi = np.zeros(knots.shape)
+    for label, w, _model, _theta in afit.model.members:  # type: ignore[attr-defined]
+        p = predict(afit.members[label], knots, run=None, schedule=rd.schedule, level=lev)
+        with np.errstate(all="ignore"):
+            lm = np.log(p.loss)
+            lo_m = lm - np.log(p.mean_lower if p.mean_lower is not None else p.loss)
+            hi_m = np.log(p.mean_upper if p.mean_upper is not None else p.loss) - lm
+        # where a law is infinite (S = 0) it says nothing about the width
+        own_lo += w * np.where(np.isfinite(lo_m), lo_m, 0.0)
+        own_hi += w * np.where(np.isfinite(hi_m), hi_m, 0.0)
+    lo_own = np.interp(steps, knots, own_lo)
+    hi_own = np.interp(steps, knots, own_hi)
+    cal = afit.calibration.halfwidth((steps - s0) / max(sn - s0, 1), lev)
+    h_lo = np.maximum(lo_own, cal)
+    h_hi = np.maximum(hi_own, cal)
+    finite = np.isfinite(best)  # a law infinite at S = 0 makes the pooled curve so there
+    raw = best
+    best = np.where(finite, best, 0.0)
+    h_lo, h_hi = _lr_extrapolation(afit, rd, steps, best, h_lo, h_hi)
+    best, h_lo, more = _decay_sanity(afit, rd, steps, best, h_lo, sn)
+    best = np.where(finite, best, raw)
+    h_lo = np.where(finite, h_lo, 0.0)
+    h_hi = np.where(finite, h_hi, 0.0)
+    warnings.extend(more)
+    zn = z_quantile(lev) * afit.noise_raw
+    if not np.all(np.isfinite(best[steps > sn])):
+        warnings.append("the prediction is not finite at some steps after the fitted ones")
+    elif afit.floor > 0 and float(np.min(best)) < np.log(afit.floor) - 1e-9:
+        warnings.append(
+            f"the prediction falls below the members' floor {afit.floor:.4g}: it extrapolates "
+            "a drop the fitted laws do not support; treat its low end with suspicion"
+        )
+    return Prediction(
+        step=steps,
+        t=rd.schedule.S(steps),
+        loss=np.exp(best),
+        lower=np.exp(best - np.sqrt(h_lo**2 + zn**2)),
+        upper=np.exp(best + np.sqrt(h_hi**2 + zn**2)),
+        level=lev,
+        mean_lower=np.exp(best - h_lo),
+        mean_upper=np.exp(best + h_hi),
+        warnings=tuple(warnings),
+    )
+
+
+def _plausible_under(afit: AutoFit, rd: RunData, sn: int, end: int, warnings: list[str]) -> AutoFit:
+    """The fit with only the members whose prediction under ``rd`` (a what-if schedule)
+    stays finite and above their own floor up to ``end``, weights renormalised (the fit
+    checked them under the run's own schedule only)."""
+    members = afit.model.members  # type: ignore[attr-defined]
+    bad = {
+        label: why
+        for label, _w, _m, _t in members
+        if (why := implausible(afit.members[label], sn, end, rd))
+    }
+    if not bad or len(bad) == len(members):
+        return afit
+    kept = [(lb, w, m, t) for lb, w, m, t in members if lb not in bad]
+    total = sum(w for _lb, w, _m, _t in kept)
+    warnings.extend(f"{lb} is not weighed under this schedule: {why}" for lb, why in bad.items())
+    model = AutoModel(tuple((lb, w / total, m, t) for lb, w, m, t in kept))
+    return dataclasses.replace(afit, model=model)
+
+
+def _decay_sanity(
+    afit: AutoFit, rd: RunData, steps: np.ndarray, best: np.ndarray, h_lo: np.ndarray, sn: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Through an lr decay ahead of the cut: never predict more than without the decay, and
+    where the prefix never saw a decay, let the interval show that its gain is unknown.
+
+    The "no decay" curve holds the lr at its value at the cut, ``lr_cut``. Where the
+    schedule's lr up to a step never exceeds it, the prediction there is at most that
+    curve's. Without a decay in the prefix the gain is not identified: the lower edge then
+    reaches the largest gain linear response allows, all of the loss above the floor f being
+    noise held up in proportion to the lr, L_low(s) = f + (L_flat(s) - f) eta(s) / lr_cut.
+    """
+    sched = rd.schedule
+    notes: list[str] = []
+    ahead = steps > sn
+    if afit.lr_cut <= 0 or not ahead.any():
+        return best, h_lo, notes
+    lr = sched.at(np.clip(steps, 0, sched.n_steps - 1))
+    if not np.any(lr[ahead] < DECAY_SHARE * afit.lr_cut):
+        return best, h_lo, notes
+    cut = min(sn, sched.n_steps - 1)
+    flat_lr = np.concatenate([sched.lr[: cut + 1], np.full(sched.n_steps - cut - 1, afit.lr_cut)])
+    flat = rd.with_schedule(Schedule(flat_lr, "no decay"))
+    with np.errstate(all="ignore"):
+        base = np.log(afit.model.curve({}, flat, steps))
+    lr_steps = np.maximum.accumulate(np.where(ahead, lr, 0.0))
+    under = ahead & (lr_steps <= afit.lr_cut * (1 + 1e-9)) & np.isfinite(base)
+    higher = under & (best > base)
+    if higher.any():
+        notes.append(
+            "the weighted models predicted a higher loss with the lr decay than without it at "
+            f"{int(higher.sum())} step(s); the prediction there is the no-decay curve (a decay "
+            "does not raise the loss)"
+        )
+        best = np.where(higher, base, best)
+    if not afit.decay_seen:
+        with np.errstate(all="ignore"):
+            share = np.clip(lr / afit.lr_cut, 0.0, 1.0)
+            low = np.log(afit.floor + np.maximum(np.exp(base) - afit.floor, 0.0) * share)
+        low = np.where(ahead & np.isfinite(low), low, best)
+        h_lo = np.maximum(h_lo, best - np.minimum(low, best))
+        notes.append(
+            "the decay gain is not identified: the fitted steps hold no lr decay and no earlier "
+            "run that decayed was given, so the prediction's drop after the decay is the "
+            "models' guess; the interval's lower edge allows the largest drop linear response "
+            f"permits (all of the loss above the floor {afit.floor:.4g} held up by the lr). "
+            "Give earlier runs that decayed (--prior) to narrow it."
+        )
+    return best, h_lo, notes
+
+
+#: members whose backtest score is within this factor of the best one are credible
+_CREDIBLE = 10.0
+
+
+def _lr_extrapolation(
+    afit: AutoFit,
+    rd: RunData,
+    steps: np.ndarray,
+    best: np.ndarray,
+    h_lo: np.ndarray,
+    h_hi: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the lr falls below any lr the fitted steps saw after their peak, the backtests
+    (made at the lrs seen) cannot tell the models apart; the interval there also spans the
+    predictions of every credible member (backtest score within a factor 10 of the best:
+    the laws that explain the prefix, whatever they say about lrs it never saw)."""
+    c = afit.combination
+    if c is None or afit.run is None:
+        return h_lo, h_hi
+    sched = rd.schedule
+    fitted = afit.run.traj.step
+    seen = afit.run.schedule.at(np.clip(fitted, 0, afit.run.schedule.n_steps - 1))
+    lowest = float(np.min(seen[int(np.argmax(seen)) :]))
+    lr = sched.at(np.clip(steps, 0, sched.n_steps - 1))
+    beyond = (steps > fitted[-1]) & (lr < lowest * (1 - 1e-9))
+    if not beyond.any():
+        return h_lo, h_hi
+    finite = [v for v in c.scores.values() if np.isfinite(v)]
+    top = min(finite) if finite else np.inf
+    credible = [
+        m
+        for m, v in c.scores.items()
+        if m in afit.members
+        and m not in afit.failed
+        and v <= _CREDIBLE * top + 1e-4
+        and not implausible(afit.members[m], int(fitted[-1]), int(steps.max()), rd)
+    ]
+    lo, hi = best.copy(), best.copy()
+    for m in credible:
+        f = afit.members[m]
+        with np.errstate(all="ignore"):
+            p = np.log(np.asarray(f.model.curve(f.theta(), rd, steps), dtype=float))
+        ok = np.isfinite(p)
+        lo = np.where(ok, np.minimum(lo, p), lo)
+        hi = np.where(ok, np.maximum(hi, p), hi)
+    with np.errstate(invalid="ignore"):  # a law infinite at S = 0 is inf there in all
+        h_lo = np.where(beyond, np.maximum(h_lo, best - lo), h_lo)
+        h_hi = np.where(beyond, np.maximum(h_hi, hi - best), h_hi)
+    return h_lo, h_hi

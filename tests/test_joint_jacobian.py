@@ -1,4 +1,4 @@
-"""The grouped finite-difference Jacobian of joint fits (engine._Problem.jacobian)."""
+"""The grouped finite-difference Jacobian of joint fits (problem._Problem.jacobian)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from lossrate import RunMeta, Schedule, Trajectory, predict
 from lossrate._model import RunData
 from lossrate.baselines.momentum import MomentumLaw
 from lossrate.fit import fit_many
-from lossrate.fitting import engine
+from lossrate.fitting import intervals, problem
 from lossrate.fitting.params import ParamMap
 
 
@@ -31,9 +31,9 @@ def _runs(n_runs: int, n_points: int = 300, seed: int = 0) -> dict[str, RunData]
     return out
 
 
-def _problem(runs: dict[str, RunData], prior=None) -> engine._Problem:
+def _problem(runs: dict[str, RunData], prior=None) -> problem._Problem:
     pm = ParamMap(MomentumLaw(), list(runs.values()), list(runs), per_run=("L0", "A", "alpha"))
-    return engine._Problem(pm, True, prior)
+    return problem._Problem(pm, True, prior)
 
 
 def test_grouped_jacobian_equals_columnwise_differences() -> None:
@@ -47,7 +47,7 @@ def test_grouped_jacobian_equals_columnwise_differences() -> None:
     f0 = prob.residuals(z)
     ref = np.empty((f0.size, z.size))
     for j in range(z.size):
-        h = engine._FD_STEP * max(1.0, abs(z[j]))
+        h = problem._FD_STEP * max(1.0, abs(z[j]))
         if z[j] + h > pm.upper[j]:
             h = -h
         zz = z.copy()
@@ -62,20 +62,20 @@ def test_grouped_jacobian_equals_columnwise_differences() -> None:
 def test_single_run_and_all_shared_keep_dense_differences() -> None:
     runs = _runs(3)
     shared = ParamMap(MomentumLaw(), list(runs.values()), list(runs))
-    assert engine._Problem(shared, True, None)._structure() is None
+    assert problem._Problem(shared, True, None)._structure() is None
     one = ParamMap(MomentumLaw(), [runs["r0"]], ["r0"], per_run=("L0",))
-    assert engine._Problem(one, True, None)._structure() is None
+    assert problem._Problem(one, True, None)._structure() is None
 
 
 def test_large_joint_jacobian_is_sparse_and_fit_agrees_with_dense(monkeypatch) -> None:
     runs = _runs(4, n_points=400)
     kw = dict(per_run=("L0", "A", "alpha"), bootstrap=0, starts=0)
-    monkeypatch.setattr(engine, "_DENSE_MAX", 10)  # force the sparse (LSMR) path
+    monkeypatch.setattr(problem, "_DENSE_MAX", 10)  # force the sparse (LSMR) path
     prob = _problem(runs)
     z = np.clip(np.zeros(prob.pmap.n_free), prob.pmap.lower, prob.pmap.upper)
     assert sparse.issparse(prob.jacobian(z))
     sparse_fit = fit_many(runs, "momentum", **kw)
-    monkeypatch.setattr(engine, "_SPARSE_DENSITY", -1.0)  # no structure: scipy's dense FD
+    monkeypatch.setattr(problem, "_SPARSE_DENSITY", -1.0)  # no structure: scipy's dense FD
     dense_fit = fit_many(runs, "momentum", **kw)
     # the same optimum: equal cost and the same fitted curves (L0 / A / alpha of one run
     # trade off along a flat valley, so the curves are the comparison, not each parameter)
@@ -96,7 +96,7 @@ def test_analytic_jacobian_of_the_multipower_law_matches_differences() -> None:
     model = MultiPowerLaw()
     for names, per_run in ((["r0"], ()), (list(runs), ("L0", "A"))):
         pm = ParamMap(model, [runs[n] for n in names], names, per_run=per_run)
-        prob = engine._Problem(pm, True, {"beta": (0.5, 0.2)})
+        prob = problem._Problem(pm, True, {"beta": (0.5, 0.2)})
         assert prob.analytic()
         z = pm.clip(pm.start([dict(model.guesses(runs[n])[0]) for n in names]))
         J = prob.analytic_jacobian(z)
@@ -131,8 +131,8 @@ def test_misfit_increase_matches_the_exact_sum_on_all_points() -> None:
     prob = _problem(runs)
     pm = prob.pmap
     z0 = pm.clip(pm.start([dict(MomentumLaw().guesses(r)[0]) for r in runs.values()]))
-    best = engine._least_squares(prob, z0, "linear", 1.0)
-    inc = engine._MisfitIncrease(prob, best, prob.n)
+    best = problem._least_squares(prob, z0, "linear", 1.0)
+    inc = intervals._MisfitIncrease(prob, best, prob.n)
     assert inc.check is not prob and inc.check.n < 1100  # thinned
     r0 = best.fun[: prob.n]
     # steps along the well- and the poorly-determined directions, from inside the

@@ -258,7 +258,7 @@ def test_wald_errors_equal_least_squares_errors_of_a_linear_model():
     Wald errors must equal the ordinary least-squares standard errors."""
     from lossrate import Schedule, Trajectory
     from lossrate.fit import fit
-    from lossrate.fitting.engine import wald_se
+    from lossrate.fitting.intervals import wald_se
 
     sched = Schedule.make("wsd", peak=0.1, n_steps=801, warmup=10, decay_start=600, final=0.0)
     steps = np.arange(10, 801, 5)
@@ -290,7 +290,7 @@ def test_wald_errors_equal_least_squares_errors_of_a_linear_model():
 def test_prior_falls_back_to_wald_errors_when_the_fit_has_no_intervals(joint):
     """A joint fit whose bootstrap gave no intervals still yields an informative prior from
     the Gauss-Newton (Wald) errors."""
-    from lossrate.fitting.engine import wald_se
+    from lossrate.fitting.intervals import wald_se
 
     se = wald_se(joint)
     pm = joint.pmap

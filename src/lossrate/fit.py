@@ -19,11 +19,11 @@ from ._results import FitResult, Prediction
 from .auto import AutoFit, fit_auto, predict_auto
 from .auto._candidates import DECAY_SHARE
 from .fitting import engine
-from .fitting.engine import Fit as Fit
 from .fitting.engine import fit_many as fit_many
 from .fitting.predict import predict as _engine_predict
 from .fitting.registry import available_models as _available_models
 from .fitting.registry import get_model as get_model
+from .fitting.result import Fit as Fit
 from .schedule import Schedule
 from .trajectory import Trajectory
 

@@ -693,7 +693,7 @@ def _search_scale_se(f: Fit) -> np.ndarray:
     whose bootstrap gave no intervals), so that a prior is not left uninformative."""
     se = _draw_se(f)
     if not np.all(np.isfinite(se)):
-        from .fitting.engine import wald_se
+        from .fitting.intervals import wald_se
 
         se = np.where(np.isfinite(se), se, wald_se(f))
     return se

@@ -19,7 +19,9 @@ from .._model import RunData
 from .._results import FitResult, Prediction
 from ..schedule import Schedule
 from ..trajectory import Trajectory
-from .engine import Fit, as_run, z_quantile
+from .engine import as_run
+from .intervals import z_quantile
+from .result import Fit
 
 __all__ = ["predict", "prediction_steps"]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ._commands import (
-    _FORMATS,
     Outcome,
     _cmd_demo,
     _cmd_evaluate,
@@ -18,8 +17,8 @@ from ._commands import (
     _cmd_predict,
     _cmd_report,
     _cmd_train,
-    _names,
 )
+from ._helpers import _FORMATS, _names
 
 
 # ------------------------------------------------------------------ argument types

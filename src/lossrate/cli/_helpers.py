@@ -1,0 +1,260 @@
+"""Helpers of the ``lossrate`` subcommands: reading the log and the options (model, prior,
+closure, what-if schedule), output paths and files, and the progress bar over stages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .._errors import DataError, InvalidArgumentError
+
+#: log formats of --format (lossrate.readers.FORMATS, and "auto")
+_FORMATS = ("auto", "csv", "tensorboard", "wandb", "lightning", "trajectory")
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(
+            "expected comma-separated model names, e.g. power_steps,exponential"
+        )
+    return names
+
+
+def _model(args: argparse.Namespace) -> str:
+    """--model, defaulting to auto (ode_relax when fitting under a prior)."""
+    if args.model is not None:
+        return str(args.model)
+    return "ode_relax" if getattr(args, "prior", None) is not None else "auto"
+
+
+def _load_prior(args: argparse.Namespace) -> Any:
+    """The prior named by --prior (None without it), never using the fitted log itself."""
+    if getattr(args, "prior", None) is None:
+        if getattr(args, "save_prior", None) is not None:
+            raise InvalidArgumentError("--save-prior needs --prior RUNS_DIR_OR_FILE to build from.")
+        return None
+    if _model(args) == "auto":
+        if args.save_prior is not None:
+            raise InvalidArgumentError(
+                "--save-prior saves the prior of one model; --model auto uses the earlier runs "
+                "themselves. Name the model (e.g. --model ode_relax) to save its prior."
+            )
+        return _earlier_runs(args)
+    from ..prior import Prior
+
+    prior = Prior.from_path(args.prior, _model(args), exclude=[args.log])
+    if args.save_prior is not None:
+        prior.save(args.save_prior)
+    return prior
+
+
+def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """The logs in the --prior folder (each file or run folder read_log accepts), for
+    --model auto: every one is a test of the models at this run's extrapolation ratio."""
+    from ..readers import read_log
+
+    folder: Path = args.prior
+    if not folder.is_dir():
+        raise InvalidArgumentError(
+            f"--prior {str(folder)!r} is a file; with --model auto give a folder of earlier "
+            "runs' logs (a saved prior holds one model's parameters: use it with --model "
+            "ode_relax)."
+        )
+    own = Path(args.log).resolve()
+    runs: dict[str, Any] = {}
+    for item in sorted(folder.iterdir()):
+        if item.resolve() == own or own.is_relative_to(item.resolve()) or item.name.startswith("."):
+            continue
+        if item.is_file() and item.suffix.lower() not in (
+            ".csv",
+            ".tsv",
+            ".txt",
+            ".parquet",
+            ".jsonl",
+        ):
+            continue
+        try:
+            traj = read_log(item)
+        except DataError:
+            continue  # not a log (a README, a figure folder)
+        if args.loss is not None or traj.meta.loss is None:
+            import dataclasses
+
+            meta = dataclasses.replace(traj.meta, loss=args.loss or "ce", classes=args.classes)
+            traj = traj.replace(meta=meta)
+        if traj.lr is None:
+            continue
+        runs[traj.meta.name or item.stem] = traj
+    if not runs:
+        raise DataError(
+            f"--prior {str(folder)!r} holds no log with a learning-rate column besides the run "
+            "being fitted; give a folder of earlier runs' logs."
+        )
+    return runs
+
+
+def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The log as a Trajectory (with --loss/--classes/--lr applied) and the settings used."""
+    import dataclasses
+
+    path: Path = args.log
+    if not path.exists():
+        raise DataError(
+            f"{str(path)!r} does not exist; check the path (a log file or a log folder)."
+        )
+    from ..readers import read_log
+
+    traj = read_log(
+        path,
+        format=args.format,
+        loss_tag=args.loss_key,
+        lr_tag=args.lr_key,
+        drop_nonfinite=args.drop_nonfinite,
+    )
+    meta = traj.meta
+    changes: dict[str, Any] = {}
+    if args.loss is not None:
+        changes["loss"] = args.loss
+    elif meta.loss is None:
+        changes["loss"] = "ce"
+    if args.classes is not None:
+        changes["classes"] = args.classes
+    if changes:
+        meta = dataclasses.replace(meta, **changes)
+    if traj.lr is None and args.lr is None:
+        raise InvalidArgumentError(
+            f"{str(path)!r} has no learning-rate column, and the ODE runs in intrinsic time t = sum of lr; "
+            "pass --lr LR (the constant learning rate used) or --lr-key NAME (the column that holds it)."
+        )
+    if traj.lr is None:
+        from ..trajectory import Trajectory
+
+        cols: dict[str, Any] = {k: v for k, v in traj.columns().items() if k not in ("t", "lr")}
+        traj = Trajectory.from_arrays(cols.pop("loss"), lr=[args.lr] * traj.n, meta=meta, **cols)
+    elif changes:
+        traj = traj.replace(meta=meta)
+    settings = {
+        "log": str(path),
+        "format": args.format,
+        "loss": traj.meta.loss,
+        "classes": traj.meta.classes,
+        "alpha": args.alpha,
+        "lr": args.lr,
+    }
+    return traj, settings
+
+
+def _closure(args: argparse.Namespace, traj: Any) -> Any:
+    """The closure named by --loss (or the log's metadata) with --classes/--alpha/-p applied."""
+    from ..report.analysis import run_closure
+
+    params: dict[str, Any] = dict(args.param)
+    if args.alpha is not None:
+        params["alpha"] = args.alpha
+    return run_closure(traj, **params)
+
+
+def _what_if_schedule(args: argparse.Namespace, traj: Any) -> Any:
+    from ..schedule import Schedule
+
+    if args.schedule is None:
+        if args.steps is None:
+            return None
+        if traj.lr is None:
+            raise InvalidArgumentError(
+                "--steps needs the log's lr column or --schedule with --peak-lr."
+            )
+        return Schedule.from_logged(traj.step, traj.lr).extend(args.steps)
+    n = args.steps if args.steps is not None else int(traj.step[-1]) + 1
+    peak = args.peak_lr
+    if peak is None:
+        if traj.lr is None:
+            raise InvalidArgumentError(
+                "the log has no lr column; give the new schedule's --peak-lr."
+            )
+        peak = float(max(traj.lr))
+    return Schedule.make(
+        args.schedule,
+        peak=peak,
+        n_steps=n,
+        warmup=args.warmup,
+        final=args.final_lr,
+        decay_start=args.decay_start,
+        decay=args.decay,
+        milestones=args.milestones,
+        factor=args.factor,
+    )
+
+
+def _write_prediction_csv(path: Path, pred: Any) -> None:
+    from ..trajectory import atomic_write
+
+    def write(f: Any) -> None:
+        f.write("step,t,loss,lower,upper\n")
+        for row in zip(pred.step, pred.t, pred.loss, pred.lower, pred.upper, strict=True):
+            f.write(f"{int(row[0])},{row[1]!r},{row[2]!r},{row[3]!r},{row[4]!r}\n")
+
+    atomic_write(path, write)
+
+
+def _default_out(log: Path) -> Path:
+    base = log.parent if log.is_file() else log
+    return base / f"{log.stem if log.is_file() else log.name}.lossrate"
+
+
+def _span(f: Any) -> str:
+    for first, last in f.train_steps.values():
+        return f"{first}..{last}"
+    return "?"
+
+
+def _files(files: Any) -> dict[str, Any]:
+    return {
+        "folder": files.folder,
+        "html": files.html,
+        "fit_json": files.fit_json,
+        "trajectory": files.trajectory,
+        "figures": list(files.figures),
+        "warnings": list(files.warnings),
+    }
+
+
+def _unique_name(name: str, taken: dict[str, Any]) -> str:
+    out, k = name, 2
+    while out in taken:
+        out, k = f"{name}-{k}", k + 1
+    return out
+
+
+class _Stages:
+    """A tqdm bar over the named stages of a command (on stderr; silent when quiet or not a tty)."""
+
+    def __init__(self, stages: Sequence[str], *, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=len(stages),
+            desc=stages[0] if stages else "",
+            unit="stage",
+            disable=True if quiet else None,
+            leave=False,
+            file=sys.stderr,
+            bar_format="{desc:<18} {bar} {n_fmt}/{total_fmt} [{elapsed}]",
+        )
+        self._stages = list(stages)
+
+    def advance(self, done: str) -> None:
+        self._bar.update(1)
+        i = self._bar.n
+        if i < len(self._stages):
+            self._bar.set_description_str(self._stages[i])
+
+    def __enter__(self) -> _Stages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()

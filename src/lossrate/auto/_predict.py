@@ -11,7 +11,7 @@ import numpy as np
 from .._errors import InvalidArgumentError
 from .._model import RunData
 from .._results import Prediction
-from ..fitting.engine import z_quantile
+from ..fitting.intervals import z_quantile
 from ..fitting.predict import predict, prediction_steps
 from ..schedule import Schedule
 from ._candidates import DECAY_SHARE

@@ -44,7 +44,6 @@ from ..schedule import Schedule
 from ..trajectory import Trajectory
 from .bootstrap import durbin_watson, lag1_autocorrelation
 from .intervals import _bootstrap, _covariance, _identifiability_notes, _intervals
-from .intervals import z_quantile as z_quantile
 from .params import ParamMap
 from .problem import _BIG, _least_squares, _Problem
 from .result import Fit

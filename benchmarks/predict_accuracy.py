@@ -111,7 +111,10 @@ def prefix_table(rows: list[EvalRow], ks: tuple[float, ...], long: tuple[str, ..
             "smoothed), failed fits in brackets; then p90 over all curves"
         )
         lines.append(
-            f"{'model':<16}" + "".join(f"{name:>12}" for name, _ in sets) + f"{'p90 all':>10}"
+            f"{'model':<16}"
+            + "".join(f"{name:>12}" for name, _ in sets)
+            + f"{'p90 all':>10}"
+            + (f"{'p90 long':>10}" if long else "")
         )
         meds: dict[str, dict[str, float]] = {}
         for m in labels:
@@ -122,19 +125,13 @@ def prefix_table(rows: list[EvalRow], ks: tuple[float, ...], long: tuple[str, ..
                 meds.setdefault(name, {})[m] = med
                 cells.append(_fmt_pct(med, sum(not r.fit_ok for r in rs)))
             p90 = _quantile([r for r in sub if r.model == m], 0.9)
-            lines.append(f"{m:<16}" + "".join(f"{c:>12}" for c in cells) + f"{100 * p90:>10.2f}")
-        lines.append(
-            f"{'p90 long decay':<16}"
-            + "".join(
-                f"{100 * _quantile([r for r in sub if r.model == m and r.group in long], 0.9):>12.2f}"
-                for m in labels
+            p90_long = _quantile([r for r in sub if r.model == m and r.group in long], 0.9)
+            lines.append(
+                f"{m:<16}"
+                + "".join(f"{c:>12}" for c in cells)
+                + f"{100 * p90:>10.2f}"
+                + (f"{100 * p90_long:>10.2f}" if long else "")
             )
-            + "   (columns: "
-            + ", ".join(labels)
-            + ")"
-            if long
-            else ""
-        )
         lines.append("pooled 90 % coverage of the held-out points")
         for m in labels:
             cov = []
@@ -154,6 +151,21 @@ def prefix_table(rows: list[EvalRow], ks: tuple[float, ...], long: tuple[str, ..
                 )
             lines.append(f"{'auto / best':<16}" + "".join(f"{c:>12}" for c in ratio))
     return "\n".join(lines)
+
+
+def _read_rows(path: str) -> list[EvalRow]:
+    """The prefix-protocol rows of an EvalTable CSV (EvalTable.to_csv), typed again."""
+    import csv
+    import dataclasses
+
+    types = {f.name: str(f.type) for f in dataclasses.fields(EvalRow)}
+    convert = {"float": float, "int": lambda v: int(float(v)), "bool": lambda v: v == "True"}
+    out = []
+    with open(path, newline="", encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            kw = {k: convert.get(types[k], str)(v) for k, v in rec.items()}
+            out.append(EvalRow(**kw))
+    return [r for r in out if r.protocol == "prefix"]
 
 
 def _median(rs: list[EvalRow]) -> float:
@@ -296,12 +308,23 @@ def main() -> None:
     )
     ap.add_argument("--cache", default="cache", help="where the real runs are generated once")
     ap.add_argument(
+        "--tables-from",
+        default=None,
+        metavar="CSV",
+        help="print the prefix tables from the rows of an earlier --csv instead of fitting",
+    )
+    ap.add_argument(
         "--models", default="", help="comma-separated rows to run only (e.g. ode_relax,momentum)"
     )
     ap.add_argument(
         "--ks", default="", help="comma-separated prefix fractions (default 0.1,0.25,0.5,0.75)"
     )
     args = ap.parse_args()
+    if args.tables_from:
+        rows = _read_rows(args.tables_from)
+        ks_seen = tuple(sorted({r.k for r in rows if np.isfinite(r.k)}))
+        print(prefix_table(rows, ks_seen, long=("cosine",)))
+        return
     global _ONLY
     _ONLY = tuple(m for m in args.models.split(",") if m)
     sizes = ("400M",) if args.quick else MPL_SIZES

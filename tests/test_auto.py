@@ -254,3 +254,9 @@ def test_a_member_far_from_the_others_at_the_horizon_loses_its_weight() -> None:
     close = {"a": member(2.80), "b": member(2.90), "c": member(2.70), "d": member(2.85)}
     combo = Combination("inverse", dict.fromkeys(close, 0.25), {}, {}, "w")
     assert _drop_outliers(combo, close, 100)[0] is combo
+
+
+def test_a_prediction_barely_past_the_log_still_backtests() -> None:
+    traj, sch, _ = _power_run()
+    af = fit_auto(traj, schedule=sch, models="power_S,exponential")  # the schedule ends 1 step on
+    assert af.ratio == pytest.approx(1.25) and len(af.backtests) > 0

@@ -41,6 +41,8 @@ __all__ = ["fit_auto", "thin"]
 MAX_POINTS = 300
 #: extrapolation ratio backtested when the schedule ends at the prefix (nothing to predict)
 _DEFAULT_RATIO = 2.0
+#: the shortest extrapolation ratio backtested (horizons closer than that hold no points)
+_MIN_RATIO = 1.25
 #: thinned columns kept (bin means): the ODE models read them for their closure and start
 _KEEP = ("alpha_eff", "grad_sq", "pgrad_sq")
 
@@ -171,7 +173,8 @@ def fit_auto(
             f"horizon={horizon!r} must lie after the last fitted step {sn} and within the "
             f"schedule's {plan.n_steps} steps; extend the schedule to reach it."
         )
-    ratio = (end - s0) / (sn - s0) if end > sn else _DEFAULT_RATIO
+    # a prediction barely past the log (or none) still backtests a reach worth measuring
+    ratio = max((end - s0) / (sn - s0), _MIN_RATIO) if end > sn else _DEFAULT_RATIO
     traj = thin(raw, int(max_points))
     frun = RunData(traj, run.schedule)
     say = progress or (lambda _s: None)

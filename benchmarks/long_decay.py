@@ -39,10 +39,10 @@ from typing import Any, ClassVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from lossrate._model import JacobianModel, Param, RunData  # noqa: E402
+from lossrate._model import RunData  # noqa: E402
 from lossrate.baselines._terms import multipower_drop, whole_steps  # noqa: E402
 from lossrate.evaluate import EvalRow, evaluate  # noqa: E402
-from lossrate.fitting.ode_models import _FD_REL, _Base, _edge  # noqa: E402
+from lossrate.fitting.ode_models import _FD_REL, ODERelax  # noqa: E402
 from lossrate.readers.mpl import MPL_SIZES, load_mpl  # noqa: E402
 
 PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
@@ -62,32 +62,11 @@ CASES: tuple[tuple[str, tuple[str, ...], tuple[float, ...]], ...] = (
 
 
 @dataclass(frozen=True)
-class ODERelaxOld(_Base, JacobianModel):
-    """ode_relax before: L = L_inf + x_gf exp(-B D / x_gf) (frozen copy of the class)."""
+class ODERelaxOld(ODERelax):
+    """ode_relax before: L = L_inf + x_gf exp(-B D / x_gf) (its parameters, guesses and
+    settings are ode_relax's; only the curve is the old one, frozen here)."""
 
     name: ClassVar[str] = "ode_relax_old"
-    include_warmup: bool = False
-    block: int = 16
-
-    def params(self, run: RunData) -> Sequence[Param]:
-        peak = max(float(np.max(run.schedule.lr)), 1e-300)
-        return [
-            *self._common_params(run),
-            Param("B", 1e-6 / peak, 1e3 / peak, "log", "loss drop per unit of lr"),
-            Param("C", 1e-6, 1e6, "log", "relaxation rate scale (per unit intrinsic time)"),
-            Param("kappa", 1e-3, 5.0, doc="shape of the spread of relaxation rates"),
-            Param("gamma", 0.0, 3.0, doc="lr exponent of the relaxation time"),
-        ]
-
-    def guesses(self, run: RunData) -> Sequence[Mapping[str, float]]:
-        y = run.traj.loss
-        span = max(_edge(y, True) - _edge(y, False), 1e-3 * _edge(y, True))
-        peak = max(float(np.max(run.schedule.lr)), 1e-300)
-        out = []
-        for i, th in enumerate(self._common_guesses(run)):
-            for drop in (0.1, 0.4) if i == 0 else (0.1,):
-                out.append({**th, "B": drop * span / peak, "C": 1.0, "kappa": 0.5, "gamma": 0.5})
-        return out
 
     def curve_and_jacobian(
         self, theta: Mapping[str, float], run: RunData, steps: np.ndarray, *, jacobian: bool = True

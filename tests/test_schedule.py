@@ -61,3 +61,15 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 def test_steps_out_of_range() -> None:
     with pytest.raises(InvalidArgumentError, match="extend"):
         Schedule.constant(1.0, 5).S([6])
+
+
+def test_held_from_keeps_the_lr_up_to_a_step_and_holds_it_after() -> None:
+    from lossrate.schedule import decays_after_peak
+
+    wsd = Schedule.wsd(0.1, 100, decay_start=60)
+    flat = wsd.held_from(70)
+    assert flat.n_steps == 100 and np.array_equal(flat.lr[:71], wsd.lr[:71])
+    assert np.all(flat.lr[71:] == wsd.lr[70])
+    assert np.all(wsd.held_from(30, 0.05).lr[31:] == 0.05)
+    assert decays_after_peak(wsd.lr) and not decays_after_peak(flat.lr[:60])
+    assert not decays_after_peak(Schedule.constant(0.1, 50, warmup=10).lr)

@@ -24,7 +24,7 @@ from .fitting.predict import predict as _engine_predict
 from .fitting.registry import available_models as _available_models
 from .fitting.registry import get_model as get_model
 from .fitting.result import Fit as Fit
-from .schedule import Schedule
+from .schedule import Schedule, decays_after_peak
 from .trajectory import Trajectory
 
 __all__ = ["AutoFit", "Fit", "available_models", "fit", "fit_many", "get_model", "predict"]
@@ -118,8 +118,8 @@ def _no_higher_with_decay(
     lr = schedule.at(np.clip(pred.step, 0, schedule.n_steps - 1))
     if lr_cut <= 0 or not np.any(lr[ahead] < DECAY_SHARE * lr_cut):
         return pred
-    flat_lr = np.concatenate([schedule.lr[: cut + 1], np.full(schedule.n_steps - cut - 1, lr_cut)])
-    base = _engine_predict(fr, pred.step, schedule=Schedule(flat_lr, "no decay"), level=level)
+    flat = schedule.held_from(cut, name="no decay")
+    base = _engine_predict(fr, pred.step, schedule=flat, level=level)
     under = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= lr_cut * (1 + 1e-9))
     higher = under & (pred.loss > base.loss)
     notes = list(pred.warnings)
@@ -129,9 +129,7 @@ def _no_higher_with_decay(
             f"{int(higher.sum())} step(s) (it has no term for a decay's gain); the prediction "
             "there is the no-decay one: a decay does not raise the loss"
         )
-    seen = runs[0].schedule.lr[: max(sn, 1)]
-    peak = int(np.argmax(seen))
-    if not float(np.min(seen[peak:])) < DECAY_SHARE * float(seen[peak]):
+    if not decays_after_peak(runs[0].schedule.lr[: max(sn, 1)], DECAY_SHARE):
         notes.append(
             "the decay gain is not identified: the fitted steps hold no lr decay, so what the "
             "decay gains is the model's guess (give earlier runs that decayed, --prior, or use "

@@ -47,7 +47,7 @@ from ._errors import DataError, InvalidArgumentError
 from ._model import CurveModel, RunData
 from ._results import Prediction
 from .fit import Fit, fit, fit_many, get_model, predict
-from .schedule import Schedule
+from .schedule import Schedule, decays_after_peak
 from .trajectory import Trajectory, atomic_write
 
 __all__ = [
@@ -623,7 +623,7 @@ def predict_with_prior(
     )
     if warn:
         warnings.warn(msg, DecayNotIdentifiedWarning, stacklevel=2)
-    flat = Schedule(np.where(np.arange(lr.size) >= peak_at, lr[peak_at], lr), sched.name)
+    flat = sched.held_from(peak_at)
     base = predict(fit_result, pred.step, schedule=flat, level=level)
     gain = np.abs(base.loss - pred.loss)
     lower = np.where(hit, np.minimum(pred.lower, pred.loss - gain), pred.lower)
@@ -665,11 +665,7 @@ def decays(run: RunData, upto: int | None = None) -> bool:
     """Whether the run's lr falls below 90 % of its peak after the peak (up to step ``upto``,
     default the last logged step): whether it shows a decay."""
     last = int(run.traj.step[-1]) if upto is None else int(upto)
-    lr = run.schedule.lr[: max(last, 1)]
-    if lr.size == 0:
-        return False
-    i = int(np.argmax(lr))
-    return bool(lr[i] > 0 and float(np.min(lr[i:])) < _DECAY_DROP * float(lr[i]))
+    return decays_after_peak(run.schedule.lr[: max(last, 1)], _DECAY_DROP)
 
 
 # ------------------------------------------------------------------ helpers

@@ -105,6 +105,16 @@ class Schedule:
         fill = self.lr[-1] if value is None else check_positive("value", value, allow_zero=True)
         return Schedule(np.concatenate([self.lr, np.full(n - self.n_steps, fill)]), self.name)
 
+    def held_from(
+        self, step: int, value: float | None = None, *, name: str | None = None
+    ) -> Schedule:
+        """The same length, with the lr after ``step`` held at ``value`` (default: the lr at
+        ``step``): the "no decay" plan a what-if is compared against."""
+        k = int(np.clip(step, 0, self.n_steps - 1))
+        v = float(self.lr[k]) if value is None else float(value)
+        lr = np.concatenate([self.lr[: k + 1], np.full(self.n_steps - k - 1, v)])
+        return Schedule(lr, self.name if name is None else name)
+
     # ------------------------------------------------------------ constructors
     @classmethod
     def constant(cls, peak: float, n_steps: int, *, warmup: int = 0) -> Schedule:
@@ -217,3 +227,13 @@ class Schedule:
             raise InvalidArgumentError("step and lr must be 1-D arrays of equal, non-zero length.")
         n = int(s[-1]) + 1 if n_steps is None else _steps("n_steps", n_steps, minimum=1)
         return cls(np.interp(np.arange(n, dtype=float), s, r), "logged")
+
+
+def decays_after_peak(lr: Any, share: float = 0.9) -> bool:
+    """Whether the learning rates ``lr`` fall below ``share`` of their peak after the peak
+    (whether they show a decay; warmups and constant stretches do not count)."""
+    a = np.asarray(lr, dtype=float)
+    if a.size == 0:
+        return False
+    i = int(np.argmax(a))
+    return bool(a[i] > 0 and float(np.min(a[i:])) < share * float(a[i]))

@@ -26,7 +26,7 @@ from .._errors import DataError, InvalidArgumentError, LossrateError
 from .._model import RunData
 from ..fitting.engine import Fit, as_run, fit
 from ..metrics import smooth_window, smoothed
-from ..schedule import Schedule
+from ..schedule import Schedule, decays_after_peak
 from ..trajectory import Trajectory
 from ._backtest import run_backtests, run_transfer_tests
 from ._calibrate import calibrate
@@ -96,8 +96,7 @@ def _noise(traj: Trajectory) -> float:
 def _decay_seen(run: RunData) -> bool:
     """The logged steps see the lr fall below 90 % of its peak after the peak."""
     lr = run.schedule.at(np.clip(run.traj.step, 0, run.schedule.n_steps - 1))
-    i = int(np.argmax(lr))
-    return bool(lr[i] > 0 and float(np.min(lr[i:])) < DECAY_SHARE * float(lr[i]))
+    return decays_after_peak(lr, DECAY_SHARE)
 
 
 def _named(earlier: Any) -> dict[str, RunData]:

@@ -146,8 +146,7 @@ def _decay_sanity(
     if not np.any(lr[ahead] < DECAY_SHARE * afit.lr_cut):
         return best, h_lo, notes
     cut = min(sn, sched.n_steps - 1)
-    flat_lr = np.concatenate([sched.lr[: cut + 1], np.full(sched.n_steps - cut - 1, afit.lr_cut)])
-    flat = rd.with_schedule(Schedule(flat_lr, "no decay"))
+    flat = rd.with_schedule(sched.held_from(cut, afit.lr_cut, name="no decay"))
     with np.errstate(all="ignore"):
         base = np.log(afit.model.curve({}, flat, steps))
     lr_steps = np.maximum.accumulate(np.where(ahead, lr, 0.0))

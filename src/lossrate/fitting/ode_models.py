@@ -89,6 +89,7 @@ from ..baselines._terms import multipower_drop, whole_steps
 from ..closures import Closure, Shifted, get_closure
 from ..rates.noise import power_noise_path
 from ..rates.power_law import PowerLaw, power_law_Phi
+from ..schedule import decays_after_peak
 from .registry import register_model
 
 __all__ = ["ODE", "ODENoise", "ODERelax"]
@@ -137,10 +138,7 @@ def _edge(y: np.ndarray, head: bool, m: int = 3) -> float:
 
 def _decays(run: RunData) -> bool:
     """The fitted steps see the lr fall after its peak by more than 10 %."""
-    lr = run.schedule.at(np.clip(run.traj.step, 0, run.schedule.n_steps - 1))
-    peak = float(np.max(lr))
-    after = lr[int(np.argmax(lr)) :]
-    return bool(peak > 0 and float(np.min(after)) < 0.9 * peak)
+    return decays_after_peak(run.schedule.at(np.clip(run.traj.step, 0, run.schedule.n_steps - 1)))
 
 
 def _alpha_from_run(run: RunData, classes: int | None) -> tuple[float, str]:

@@ -56,6 +56,8 @@ __all__ = [
 
 FORMAT_TAG = "lossrate-trajectory"
 FORMAT_VERSION = 1
+#: values of RunMeta.time_unit: t is a sum of learning rates, or a step count
+TIME_UNITS = ("intrinsic", "step")
 
 #: Optional per-step columns, in file order, with whether negative values are allowed.
 OPTIONAL_COLUMNS: dict[str, bool] = {
@@ -121,7 +123,11 @@ class RunMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "metadata") -> RunMeta:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
+        """Inverse of :meth:`to_dict`, checking every field's type and range; unknown keys are
+        an error naming them (:mod:`lossrate._validate`)."""
+        from . import _validate as v
+
+        fix = "Fix the value in the metadata (the first '#' line of a trajectory file)."
         if not isinstance(data, Mapping):
             raise DataError(
                 f"{source}: run metadata must be a JSON object, got {type(data).__name__}."
@@ -130,10 +136,25 @@ class RunMeta:
         unknown = sorted(set(data) - known)
         if unknown:
             raise DataError(
-                f"{source}: unknown metadata key(s) {unknown}; known keys are {sorted(known)}. "
-                "Move free-form facts under 'extra'."
+                f"{source}: unknown metadata key(s) {unknown[:10]}; known keys are "
+                f"{sorted(known)}. Move free-form facts under 'extra'."
             )
-        return cls(**{k: v for k, v in data.items()})
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            where = f"meta.{key}"
+            if key in ("classes", "batch_size"):
+                out[key] = v.integer(value, source, where, fix, lo=1, optional=True)
+            elif key == "label_smoothing":
+                out[key] = v.number(value, source, where, fix, lo=0.0, hi=1.0, hi_open=True)
+            elif key in ("mse_scale", "peak_lr", "model_size"):
+                out[key] = v.number(value, source, where, fix, lo=0.0, lo_open=True, optional=True)
+            elif key == "time_unit":
+                out[key] = v.choice(value, source, where, TIME_UNITS, fix)
+            elif key == "extra":
+                out[key] = v.scalars(value, source, where, fix)
+            else:
+                out[key] = v.text(value, source, where, fix, optional=True)
+        return cls(**out)
 
 
 def _as_column(name: str, value: Any, n: int | None) -> np.ndarray:
@@ -462,10 +483,13 @@ def _pyarrow() -> tuple[Any, Any]:
 
 
 def _parse_header(text: str, source: str) -> RunMeta:
-    try:
-        header = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{source}: the metadata line is not valid JSON ({exc.msg}).") from None
+    from ._validate import parse_json
+
+    header = parse_json(
+        text,
+        source=f"{source}: the metadata line",
+        fix="Rewrite the file with Trajectory.write, or remove its first '#' line.",
+    )
     if not isinstance(header, dict) or header.get("format") != FORMAT_TAG:
         raise DataError(f"{source}: not a lossrate trajectory (no '{FORMAT_TAG}' header).")
     if header.get("version") != FORMAT_VERSION:

@@ -19,6 +19,7 @@ from .._model import CurveModel, RunData
 from ..fit import Fit, fit_many, get_model
 from ..schedule import Schedule
 from ..trajectory import Trajectory, atomic_write
+from ._file import check_fit_params, check_prior, fit_run_name
 from ._records import _WIDE, DEFAULT_PER_RUN, FORMAT, VERSION, ParamPrior, SourceRun
 from ._runs import (
     _covariate,
@@ -239,22 +240,10 @@ class Prior:
         sources = []
         for path in paths:
             data = _read_json(Path(path))
-            if data.get("format") == FORMAT:
-                raise DataError(
-                    f"{str(path)!r} is a saved prior; pass it alone (Prior.load) rather than "
-                    "mixed with fit results."
-                )
-            if not isinstance(data.get("params"), dict):
-                raise DataError(
-                    f"{str(path)!r} has no 'params' object; it is not a FitResult.to_json file."
-                )
-            for name, v in data["params"].items():
-                if v is None or name not in scales:
-                    continue
-                z = math.log(v) if scales[name] and v > 0 else float(v)
-                per.setdefault(name, []).append(z)
-            runs = data.get("extra", {}).get("runs") or [Path(path).stem]
-            sources.append(SourceRun(str(runs[0]), None, None, False))
+            where = repr(str(path))
+            for name, x in check_fit_params(data, where, m).items():
+                per.setdefault(name, []).append(math.log(x) if scales[name] else x)
+            sources.append(SourceRun(fit_run_name(data, where, Path(path).stem), None, None, False))
         if not per:
             raise DataError(
                 f"no parameter of model {m.name!r} was found in {list(map(str, paths))}."
@@ -284,35 +273,7 @@ class Prior:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "prior") -> Prior:
         """Inverse of :meth:`to_dict`, with checks of the format and version."""
-        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
-            raise DataError(
-                f"{source}: not a lossrate-prior file (its 'format' is "
-                f"{data.get('format') if isinstance(data, Mapping) else type(data).__name__!r}); "
-                "write priors with Prior.save."
-            )
-        version = data.get("version")
-        if not isinstance(version, int) or version < 1:
-            raise DataError(f"{source}: 'version' must be a whole number >= 1, got {version!r}.")
-        if version > VERSION:
-            raise DataError(
-                f"{source}: prior file version {version} is newer than this lossrate reads "
-                f"(version {VERSION}); upgrade lossrate."
-            )
-        try:
-            params = {n: ParamPrior(**p) for n, p in data["params"].items()}
-            sources = tuple(SourceRun(**s) for s in data["sources"])
-            return cls(
-                model=str(data["model"]),
-                params=params,
-                sources=sources,
-                model_options=dict(data.get("model_options", {})),
-                level=float(data.get("level", 0.9)),
-                version=version,
-            )
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise DataError(
-                f"{source}: malformed prior file ({exc!r}); rewrite it with Prior.save."
-            ) from None
+        return cls(**check_prior(data, source))
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the prior as JSON (atomically: a crash leaves the old file or none)."""

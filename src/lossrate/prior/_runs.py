@@ -4,7 +4,6 @@ priors)."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import DataError, InvalidArgumentError
+from .._errors import InvalidArgumentError
 from .._model import CurveModel, RunData
 from ..fit import Fit, get_model
 from ..schedule import Schedule, decays_after_peak
@@ -205,11 +204,8 @@ def _param_scales(model: CurveModel) -> dict[str, bool]:
 
 
 def _read_json(p: Path) -> Any:
-    if not p.is_file():
-        raise DataError(f"{str(p)!r} does not exist or is not a file; check the path.")
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(
-            f"{str(p)!r} is not valid JSON ({exc}); rewrite it with Prior.save."
-        ) from None
+    from .._validate import read_json
+
+    return read_json(
+        p, what="prior file", fix="Rewrite it with Prior.save, or pass a fit JSON lossrate wrote."
+    )

@@ -76,10 +76,27 @@ class GradStats:
         grad_sq: ||grad L||^2 over the parameters that have a gradient.
         pgrad_sq: grad L^T P grad L with the optimizer's P (see the module docstring); NaN
             when no optimizer was given.
+
+    With gradient groups (``gradient_metrics(..., groups=...)``, :mod:`lossrate.torch.groups`)
+    also, unbiased for the full-data gradient (:mod:`lossrate.measured`; NaN otherwise):
+
+    Attributes:
+        grad_sq_debiased: ||grad L||^2 without the mini-batch's tr(Sigma_g) / B.
+        pgrad_sq_debiased: grad L^T P grad L likewise.
+        trace_sigma: tr(Sigma_g), the per-sample gradient covariance's trace.
+        ptrace_sigma: tr(P Sigma_g).
+        groups: the number of gradient groups K (0 without groups).
+        batch_size: the step's samples over all groups (NaN without groups).
     """
 
     grad_sq: float
     pgrad_sq: float
+    grad_sq_debiased: float = math.nan
+    pgrad_sq_debiased: float = math.nan
+    trace_sigma: float = math.nan
+    ptrace_sigma: float = math.nan
+    groups: int = 0
+    batch_size: float = math.nan
 
 
 _RULES: dict[type[torch.optim.Optimizer], Preconditioner] = {}
@@ -181,6 +198,8 @@ def _preconditioned(
 def gradient_metrics(
     model_or_params: nn.Module | Iterable[torch.Tensor],
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    groups: Any = None,
 ) -> GradStats:
     """||grad L||^2 and grad L^T P grad L of the gradients now stored in ``.grad``.
 
@@ -189,9 +208,21 @@ def gradient_metrics(
     param groups); ``pgrad_sq`` over the optimizer's parameters, with the P of the module
     docstring (NaN without an optimizer). The optimizer's state is read, never changed.
 
+    ``groups``: a :class:`~lossrate.torch.GradientGroups` (micro-batches, or the two-half
+    mode) or :class:`~lossrate.torch.DDPGradients` holding this step's group gradients; the
+    result then also has the debiased norms and tr(Sigma_g) (see :class:`GradStats`), and
+    ``groups`` is reset for the next step. Without it nothing beyond the two norms is done.
+
     Raises:
-        InvalidArgumentError: no parameter has a gradient; an optimizer without a rule.
+        InvalidArgumentError: no parameter has a gradient; an optimizer without a rule;
+            ``groups`` of the wrong type, with fewer than 2 groups, or not adding up to
+            ``.grad``.
     """
+    if groups is not None and not callable(getattr(groups, "_sums", None)):
+        raise InvalidArgumentError(
+            "groups must be a lossrate.torch.GradientGroups or DDPGradients, got "
+            f"{type(groups).__name__}."
+        )
     grads = [p.grad for p in _params(model_or_params) if p.grad is not None]
     if not grads:
         raise InvalidArgumentError(
@@ -202,10 +233,13 @@ def gradient_metrics(
         grad_sq_t = _sq_norm(grads)
         grad_sq = float(grad_sq_t)
         if optimizer is None:
-            return GradStats(grad_sq, math.nan)
+            return _with_groups(GradStats(grad_sq, math.nan), groups, {})
         multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: the gradients, by c
         parts: list[torch.Tensor] = []  # g^T P g of parameters with a diagonal P
-        for _, g, P in _preconditioned(_unwrap(optimizer)):
+        Ps: dict[torch.Tensor, torch.Tensor | float] = {}
+        for p, g, P in _preconditioned(_unwrap(optimizer)):
+            if groups is not None:
+                Ps[p] = P
             if isinstance(P, torch.Tensor):
                 g32 = g.float() if g.dtype in _HALF else g
                 parts.append(torch.dot((g32 * g32).reshape(-1), P.reshape(-1).to(g32.dtype)))
@@ -218,7 +252,40 @@ def gradient_metrics(
         if parts:
             device = grad_sq_t.device
             pgrad += float(torch.stack([t.to(device, torch.float64) for t in parts]).sum())
-    return GradStats(grad_sq, pgrad)
+        return _with_groups(GradStats(grad_sq, pgrad), groups, Ps)
+
+
+def _with_groups(
+    stats: GradStats, groups: Any, P: dict[torch.Tensor, torch.Tensor | float]
+) -> GradStats:
+    """``stats`` with the debiased estimates from ``groups`` (:mod:`lossrate.measured`)."""
+    if groups is None:
+        return stats
+    from ..measured import group_estimates
+
+    K, sum_w2, sum_d, sum_dP, B, sum_bd, sum_bdP = groups._sums(stats.grad_sq, P)
+    u, s = group_estimates(
+        total_sq=stats.grad_sq,
+        sum_w2=sum_w2,
+        sum_group_sq=sum_d,
+        groups=K,
+        sum_b=B,
+        sum_b_group_sq=sum_bd,
+    )
+    up = sp = math.nan
+    if P and math.isfinite(stats.pgrad_sq):
+        up, sp = group_estimates(
+            total_sq=stats.pgrad_sq,
+            sum_w2=sum_w2,
+            sum_group_sq=sum_dP,
+            groups=K,
+            sum_b=B,
+            sum_b_group_sq=sum_bdP,
+        )
+    N = getattr(groups, "population", None)
+    if N:  # disjoint groups drawn without replacement: E<G_j, G_k> = |grad|^2 - tr S_N/(N-1)
+        u, up = u + s / N, up + sp / N
+    return GradStats(stats.grad_sq, stats.pgrad_sq, u, up, s, sp, K, B)
 
 
 _HALF = (torch.float16, torch.bfloat16)

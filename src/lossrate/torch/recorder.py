@@ -28,6 +28,13 @@ it). Non-finite optional values (e.g. an overflowed gradient norm) are written a
 but gives the next row the same t, which ``Trajectory`` (strictly increasing t) rejects.
 Under torch.distributed only rank 0 writes; the other ranks check and count steps the same
 way, so every rank raises together.
+
+Gradient noise. A ``grad`` measured with gradient groups (``gradient_metrics(...,
+groups=...)``, see :mod:`lossrate.torch.groups`) also writes one row of
+``run_dir/gradient_noise.csv`` (:data:`lossrate.measured.NOISE_COLUMNS`: the raw and debiased
+gradient norms with their standard errors, tr(Sigma_g) and the smoothed noise scale; read it
+with :func:`lossrate.measured.read_gradient_noise`). It is flushed and resumed with the
+trajectory; the standard errors restart their trailing window after a resume.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DataError, InvalidArgumentError, LossrateError
+from ..measured import NOISE_COLUMNS, NOISE_FILENAME, NOISE_FORMAT, NoiseRows
 from ..trajectory import (
     ALL_COLUMNS,
     RunMeta,
@@ -117,6 +125,10 @@ class Recorder:
                 f"got {type(energy).__name__}."
             )
         self.path = Path(run_dir) / FILENAME
+        self.noise_path = Path(run_dir) / NOISE_FILENAME
+        self._noise = NoiseRows()
+        self._noise_rows: list[tuple[float, ...]] = []
+        self._noise_fd: int | None = None
         self.flush_every = flush_every
         self.energy = energy
         self.rank = global_rank() if rank is None else int(rank)
@@ -149,7 +161,26 @@ class Recorder:
                 )
             header = "\n".join(csv_header_lines(self.meta, COLUMNS)) + "\n"
             atomic_write(self.path, lambda f: f.write(header))
+            self.noise_path.unlink(missing_ok=True)  # a stale file of no recorded run
+        elif self.noise_path.exists():
+            self._resume_noise()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+
+    def _resume_noise(self) -> None:
+        """Keep the gradient-noise rows of the steps the trajectory keeps."""
+        last = -1 if self._last_step is None else self._last_step
+        lines = self.noise_path.read_text().split("\n")
+        head, rows = lines[:2], [ln for ln in lines[2:] if ln.count(",") == len(NOISE_COLUMNS) - 1]
+        try:
+            keep = [ln for ln in rows if float(ln.split(",")[0]) <= last]
+        except ValueError:
+            raise DataError(
+                f"{str(self.noise_path)!r} holds a malformed row; remove the file to resume "
+                "without the earlier gradient-noise rows."
+            ) from None
+        text = "\n".join([*head, *keep]) + "\n"
+        atomic_write(self.noise_path, lambda f: f.write(text))
+        self._noise_fd = os.open(self.noise_path, os.O_WRONLY | os.O_APPEND)
 
     def _resume(self, meta: RunMeta | None, resume_step: int | None) -> bool:
         """Continue an existing file; False when it holds no complete header (a run killed
@@ -280,6 +311,20 @@ class Recorder:
         row = (step, self._t_next, loss, *map(_optional, COLUMNS[3:], values))
         if self.rank == 0:
             self._rows.append(row)
+            if grad is not None and grad.groups > 0:
+                self._noise_rows.append(
+                    self._noise.row(
+                        step,
+                        groups=grad.groups,
+                        batch_size=grad.batch_size,
+                        grad_sq_raw=grad.grad_sq,
+                        grad_sq=grad.grad_sq_debiased,
+                        pgrad_sq_raw=grad.pgrad_sq,
+                        pgrad_sq=grad.pgrad_sq_debiased,
+                        trace_sigma=grad.trace_sigma,
+                        ptrace_sigma=grad.ptrace_sigma,
+                    )
+                )
         self._last_step = step
         self._t_next += lr
         self._tick = time.perf_counter()
@@ -322,6 +367,17 @@ class Recorder:
 
     def flush(self) -> None:
         """Write the rows kept in memory and make them durable (``fsync``)."""
+        if self._noise_rows and self._fd is not None:
+            if self._noise_fd is None:
+                header = f"# {NOISE_FORMAT}\n{','.join(NOISE_COLUMNS)}\n"
+                atomic_write(self.noise_path, lambda f: f.write(header))
+                self._noise_fd = os.open(self.noise_path, os.O_WRONLY | os.O_APPEND)
+            text = "".join([csv_row(r[0], r[1:]) + "\n" for r in self._noise_rows])
+            data = text.encode("utf-8")
+            while data:
+                data = data[os.write(self._noise_fd, data) :]
+            os.fsync(self._noise_fd)
+            self._noise_rows.clear()
         if not self._rows or self._fd is None:
             return
         data = "".join([csv_row(r[0], r[1:]) + "\n" for r in self._rows]).encode("utf-8")
@@ -338,6 +394,9 @@ class Recorder:
             finally:
                 os.close(self._fd)
                 self._fd = None
+                if self._noise_fd is not None:
+                    os.close(self._noise_fd)
+                    self._noise_fd = None
         atexit.unregister(self.close)
 
     def __enter__(self) -> Recorder:

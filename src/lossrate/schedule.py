@@ -14,17 +14,24 @@ Shapes (all step counts are optimizer steps):
 * step:      eta_k = peak * factor^(number of milestones <= k)
 * every shape may start with a linear warmup 0 -> peak over ``warmup`` steps
   (eta_k = peak (k + 1) / warmup for k < warmup).
+
+Files: :meth:`Schedule.write` writes a CSV with the header ``step,lr`` and one row per
+step (k, eta_k), every lr in its shortest exact decimal form, so :meth:`Schedule.read`
+gives back the same floats; a training loop reads it with ``csv`` or ``np.loadtxt(path,
+delimiter=",", skiprows=1)`` and sets ``lr = rows[k][1]`` before step k.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._errors import InvalidArgumentError, check_positive
+from ._errors import DataError, InvalidArgumentError, check_positive
 
 __all__ = ["SHAPES", "Schedule"]
 
@@ -114,6 +121,64 @@ class Schedule:
         v = float(self.lr[k]) if value is None else float(value)
         lr = np.concatenate([self.lr[: k + 1], np.full(self.n_steps - k - 1, v)])
         return Schedule(lr, self.name if name is None else name)
+
+    # ------------------------------------------------------------ files
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the schedule as CSV: header ``step,lr``, then ``k,eta_k`` for every step.
+
+        The lrs are written with ``repr`` (the shortest decimal that reads back to the same
+        float), so ``Schedule.read(path).lr`` equals ``lr`` exactly. Returns the path.
+        """
+        out = Path(path)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows = "".join(f"{k},{float(v)!r}\n" for k, v in enumerate(self.lr))
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("step,lr\n" + rows, encoding="utf-8")
+        os.replace(tmp, out)
+        return out
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], *, name: str | None = None) -> Schedule:
+        """Read a schedule CSV written by :meth:`write` (or any CSV with an ``lr`` column and
+        one row per step; a ``step`` column, when present, must count 0, 1, 2, ...; a file
+        of bare numbers is one lr per line). ``name`` defaults to the file's stem.
+
+        Raises:
+            DataError: a missing file, a malformed row, or steps out of order.
+        """
+        p = Path(path)
+        if not p.is_file():
+            raise DataError(f"schedule file {str(p)!r} does not exist.")
+        lines = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        if not lines:
+            raise DataError(f"schedule file {str(p)!r} is empty.")
+        head = [c.strip().lower() for c in lines[0].split(",")]
+        if "lr" in head:
+            col, step_col, body, first = head.index("lr"), None, lines[1:], 2
+            if "step" in head:
+                step_col = head.index("step")
+        else:
+            col, step_col, body, first = 0, None, lines, 1
+        lr = np.empty(len(body))
+        for i, line in enumerate(body):
+            cells = line.split(",")
+            try:
+                lr[i] = float(cells[col])
+                if step_col is not None and int(cells[step_col]) != i:
+                    raise DataError(
+                        f"{str(p)!r} line {i + first}: step {cells[step_col]} where {i} was "
+                        "expected (one row per step, from step 0)."
+                    )
+            except (ValueError, IndexError):
+                raise DataError(
+                    f"{str(p)!r} line {i + first}: expected step,lr numbers, got {line!r}."
+                ) from None
+        if lr.size == 0:
+            raise DataError(f"schedule file {str(p)!r} holds no learning rates.")
+        try:
+            return cls(lr, p.stem if name is None else name)
+        except InvalidArgumentError as exc:
+            raise DataError(f"{str(p)!r}: {exc}") from None
 
     # ------------------------------------------------------------ constructors
     @classmethod

@@ -217,6 +217,9 @@ class ScheduleConfig:
     # step: fractions of the run at which lr is multiplied by factor
     milestones: tuple[float, ...] = ()
     factor: float = 0.1  # step: multiplier at each milestone
+    # a schedule CSV (Schedule.write, e.g. from `lossrate optimize`): the lr of every step,
+    # used as written instead of shape and optim.lr; it must hold train.steps rows
+    file: str = ""
 
     def __post_init__(self) -> None:
         _choice("schedule.shape", self.shape, SHAPES)
@@ -237,6 +240,11 @@ class ScheduleConfig:
 
     def build(self, peak: float, steps: int) -> Schedule:
         """The per-step :class:`~lossrate.Schedule` for a run of ``steps`` steps."""
+        if self.file:
+            sched = Schedule.read(self.file)
+            if sched.n_steps != steps:
+                _fail("schedule.file", self.file, f"holds {sched.n_steps} steps, not {steps}.")
+            return sched
         return Schedule.make(
             self.shape,
             peak=peak,

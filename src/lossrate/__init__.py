@@ -27,6 +27,7 @@ from .fit import fit as fit
 from .fit import fit_many as fit_many
 from .fit import get_model as get_model
 from .fit import predict as predict
+from .optimize import optimize_schedule as optimize_schedule
 from .prior import Prior as Prior
 from .prior import fit_with_prior as fit_with_prior
 from .prior import predict_with_prior as predict_with_prior

@@ -1,0 +1,184 @@
+"""What :func:`optimize_schedule` returns: the best schedule of each family, its predicted
+final loss with the interval, and its predicted gain over the run's current schedule and
+over a standard cosine, with the interval of each gain."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._results import Prediction
+from ..schedule import Schedule
+from ._family import Budget
+
+__all__ = ["FamilyOptimum", "Gain", "ScheduleOptimum"]
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Predicted relative gain ``1 - L / L_ref`` over the reference schedule ``over`` at the
+    final step, with the interval [lower, upper] of that gain (over the fit's members or
+    parameter draws; widened to no gain and to the largest drop the interval allows when the
+    decay gain is not identified)."""
+
+    over: str
+    reference_loss: float
+    gain: float
+    lower: float
+    upper: float
+
+    def text(self) -> str:
+        return (
+            f"{100 * self.gain:+.2f} % over {self.over} (interval {100 * self.lower:+.2f} % "
+            f"to {100 * self.upper:+.2f} %)"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class FamilyOptimum:
+    """The best schedule of one family. ``prediction`` is the predicted curve on a coarse
+    grid of steps ending at the budget (its last point is the final loss)."""
+
+    family: str
+    schedule: Schedule
+    settings: Mapping[str, float | int | str]
+    prediction: Prediction
+    gains: tuple[Gain, ...]
+    evaluations: int
+    seconds: float
+
+    @property
+    def loss(self) -> float:
+        return float(self.prediction.loss[-1])
+
+    @property
+    def lower(self) -> float:
+        return float(self.prediction.lower[-1])
+
+    @property
+    def upper(self) -> float:
+        return float(self.prediction.upper[-1])
+
+    def gain(self, over: str) -> Gain:
+        return next(g for g in self.gains if g.over == over)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "family": self.family,
+            "settings": dict(self.settings),
+            "final_loss": self.loss,
+            "lower": self.lower,
+            "upper": self.upper,
+            "gains": {g.over: _gain_dict(g) for g in self.gains},
+            "evaluations": self.evaluations,
+            "seconds": self.seconds,
+            "lr": self.schedule.lr,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class ScheduleOptimum:
+    """The result of :func:`lossrate.optimize_schedule` (module docstring).
+
+    ``identified``: whether the decay gain is identified (the fitted steps or the earlier
+    runs saw an lr decay); when it is not, the gains are the laws' guess and their
+    intervals run from no gain up. ``references``: the predicted curves of the run's
+    current schedule (``"current"``) and of a standard cosine (``"cosine"``).
+    """
+
+    budget: Budget
+    model: str
+    level: float
+    identified: bool
+    families: Mapping[str, FamilyOptimum]
+    references: Mapping[str, tuple[Schedule, Prediction]]
+    notes: tuple[str, ...] = ()
+    peaks_seen: tuple[float, ...] = field(default=())
+
+    @property
+    def best(self) -> FamilyOptimum:
+        """The family whose best schedule predicts the lowest final loss."""
+        return min(self.families.values(), key=lambda f: f.loss)
+
+    def report(self) -> str:
+        pct = f"{100 * self.level:.0f} %"
+        b = self.budget
+        lines = [
+            f"schedule search for {b.n_steps} steps at peak lr {b.peak:.4g} "
+            f"(warmup {b.warmup}, lr >= {b.min_lr:.3g}) with {self.model}:",
+        ]
+        for name, (_s, p) in self.references.items():
+            lines.append(
+                f"  {name:>8}: final loss {p.loss[-1]:.4g}  {pct} [{p.lower[-1]:.4g}, "
+                f"{p.upper[-1]:.4g}]"
+            )
+        for f in sorted(self.families.values(), key=lambda f: f.loss):
+            lines.append(
+                f"  best {f.family:>4}: final loss {f.loss:.4g}  {pct} [{f.lower:.4g}, "
+                f"{f.upper:.4g}]  ({f.evaluations} schedules, {f.seconds:.1f} s)"
+            )
+            lines.append("      " + _settings_text(f.settings))
+            lines.extend(f"      gain {g.text()}" for g in f.gains)
+        best = self.best
+        if self.identified:
+            lines.append(
+                f"recommendation: {best.family} ({_settings_text(best.settings)}); "
+                f"predicted {best.gain('current').text()}"
+            )
+        else:
+            lines.append(
+                "no confident recommendation: the decay gain is not identified (neither the "
+                "fitted steps nor any earlier run decayed its lr), so what a decay gains is the "
+                f"laws' guess; the gain of the best ({best.family}) "
+                f"{best.gain('current').text()}. Give earlier runs that decayed (--prior) "
+                "to identify it."
+            )
+        lines.extend(f"note: {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "budget_steps": self.budget.n_steps,
+            "peak_lr": self.budget.peak,
+            "warmup": self.budget.warmup,
+            "min_lr": self.budget.min_lr,
+            "model": self.model,
+            "level": self.level,
+            "decay_gain_identified": self.identified,
+            "best": self.best.family,
+            "families": {k: f.to_dict() for k, f in self.families.items()},
+            "references": {
+                k: {
+                    "final_loss": float(p.loss[-1]),
+                    "lower": float(p.lower[-1]),
+                    "upper": float(p.upper[-1]),
+                }
+                for k, (_s, p) in self.references.items()
+            },
+            "peaks_seen": list(self.peaks_seen),
+            "notes": list(self.notes),
+        }
+
+
+def _gain_dict(g: Gain) -> dict[str, float]:
+    return {"gain": g.gain, "lower": g.lower, "upper": g.upper, "reference_loss": g.reference_loss}
+
+
+def _settings_text(s: Mapping[str, float | int | str]) -> str:
+    parts = []
+    for k, v in s.items():
+        if isinstance(v, float):
+            parts.append(f"{k} {v:.4g}")
+        else:
+            parts.append(f"{k} {v}")
+    return ", ".join(parts)
+
+
+def relative(loss: float, reference: float) -> float:
+    """1 - loss / reference (NaN where either is not a positive finite number)."""
+    if not (np.isfinite(loss) and np.isfinite(reference) and reference > 0):
+        return float("nan")
+    return float(1.0 - loss / reference)

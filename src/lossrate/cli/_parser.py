@@ -19,6 +19,7 @@ from ._commands import (
     _cmd_train,
 )
 from ._helpers import _FORMATS, _names
+from ._optimize import add_optimize_parser
 
 
 # ------------------------------------------------------------------ argument types
@@ -452,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _target_options(p)
     _common(p)
+    add_optimize_parser(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .._errors import DataError, LossrateError
+from .._folders import check_output_folder, kill_point, write_folder
 from .._results import FitResult, Prediction, _nan_to_none
 from ..closures import Closure
 from ..trajectory import Trajectory, atomic_write
@@ -219,12 +220,15 @@ def write_report(
 ) -> ReportFiles:
     """Write the report folder (see the module docstring) and return its paths.
 
-    Every figure and the page are rendered in memory first; files are then written
-    one by one to temporary names and renamed, ``report.html`` last, so a failure
-    never leaves a half-written file in place of a good one.
+    Every figure and the page are rendered in memory first; the files are then written to a
+    new folder beside ``run_dir``, which replaces it with one rename (:mod:`lossrate._folders`):
+    a failure or a kill leaves the old folder or the new one, whole. Entries of the old folder
+    the report does not write (a run's checkpoint and config, ``trajectory.csv`` when
+    ``write_trajectory`` is False) are carried over.
 
     Args:
-        run_dir: the folder (created if needed).
+        run_dir: the folder (created if needed; refused when it holds files lossrate did not
+            write, or is the current folder).
         traj: the observed run.
         fit: the fit (its ``train_steps`` mark the cut; its model's ``closure``, if any,
             is used for the rate figures unless ``closure`` is given).
@@ -238,6 +242,7 @@ def write_report(
         warnings: extra warnings listed on the page.
     """
     folder = Path(run_dir)
+    check_output_folder(folder, flag="run_dir")
     headline = headline or Headline.from_prediction(traj, prediction, cut_step=cut_step_of(fit))
     figs, skipped = render_figures(
         traj,
@@ -280,15 +285,30 @@ def write_report(
     }
     text = json.dumps(_nan_to_none(doc), indent=2, sort_keys=True, default=_json_default)
 
-    fig_dir = folder / "figures"
-    written = tuple(save_figure(f.png, fig_dir / f"{f.name}.png") for f in figs)
-    for stale in set(FIGURE_NAMES) - {f.name for f in figs}:
-        (fig_dir / f"{stale}.png").unlink(missing_ok=True)
-    traj_path = traj.write(folder / "trajectory.csv") if write_trajectory else None
-    fit_json = folder / "fit.json"
-    atomic_write(fit_json, lambda f: f.write(text + "\n"))
-    html_path = write_html(folder / "report.html", page)
-    return ReportFiles(folder, html_path, fit_json, traj_path, written, tuple(all_warnings))
+    def build(tmp: Path) -> ReportFiles:
+        fig_dir = tmp / "figures"
+        written = []
+        for f in figs:
+            written.append(save_figure(f.png, fig_dir / f"{f.name}.png"))
+            kill_point()
+        traj_path = None
+        if write_trajectory:
+            traj_path = traj.write(tmp / "trajectory.csv")
+            kill_point()
+        atomic_write(tmp / "fit.json", lambda f: f.write(text + "\n"))
+        kill_point()
+        html_path = write_html(tmp / "report.html", page)
+        kill_point()
+        return ReportFiles(
+            folder,
+            folder / html_path.relative_to(tmp),
+            folder / "fit.json",
+            None if traj_path is None else folder / "trajectory.csv",
+            tuple(folder / p.relative_to(tmp) for p in written),
+            tuple(all_warnings),
+        )
+
+    return write_folder(folder, build)
 
 
 def _json_default(obj: Any) -> Any:

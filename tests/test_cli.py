@@ -205,7 +205,8 @@ def test_predict_wsd_needs_its_decay_start(capsys, log) -> None:
         main(["predict", log, "--format", "trajectory", "--bootstrap", "0", "--schedule", "wsd"])
         == EXIT_USAGE
     )
-    assert "decay_start" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--decay-start STEP" in err and "decay_start" not in err and "n_steps" not in err
 
 
 def test_train_runs_a_shipped_config_with_overrides_and_resumes(capsys, tmp_path) -> None:

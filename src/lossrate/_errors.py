@@ -27,7 +27,16 @@ __all__ = [
 
 
 class LossrateError(Exception):
-    """Base class of every error lossrate raises on purpose."""
+    """Base class of every error lossrate raises on purpose.
+
+    ``cli``: the same message in the words of the ``lossrate`` command (its flags instead of
+    Python arguments), shown when the error is raised under the command line; the message
+    itself names the Python arguments.
+    """
+
+    def __init__(self, *args: object, cli: str | None = None) -> None:
+        super().__init__(*args)
+        self.cli = cli
 
 
 class InvalidArgumentError(LossrateError, ValueError):

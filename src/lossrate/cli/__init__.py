@@ -8,17 +8,20 @@ JSON object on stdout; progress and messages go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import traceback
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._errors import DataError, InvalidArgumentError, LossrateError
 from ._commands import Outcome
 from ._parser import build_parser
+from ._speak import cli_text, error_text
 
 __all__ = [
     "EXIT_DATA",
@@ -48,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     want_json = bool(getattr(args, "json", False))
     try:
-        outcome = args.func(args)
+        with _warnings_in_cli_words():
+            outcome = args.func(args)
     except KeyboardInterrupt:
         hint = " Continue the run with --resume." if args.command == "train" else ""
         return _fail(
@@ -58,11 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"interrupted (Ctrl-C); outputs already written are kept.{hint}",
         )
     except InvalidArgumentError as exc:
-        return _fail(want_json, EXIT_USAGE, "invalid-argument", str(exc))
+        return _fail(want_json, EXIT_USAGE, "invalid-argument", error_text(exc))
     except DataError as exc:
-        return _fail(want_json, EXIT_DATA, "bad-data", str(exc))
+        return _fail(want_json, EXIT_DATA, "bad-data", error_text(exc))
     except LossrateError as exc:
-        return _fail(want_json, EXIT_USAGE, "error", str(exc))
+        return _fail(want_json, EXIT_USAGE, "error", error_text(exc))
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
@@ -77,8 +81,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     if want_json:
         print(json.dumps(_jsonable(outcome.data), indent=2, sort_keys=True, allow_nan=False))
     else:
-        print(outcome.text)
+        print(cli_text(outcome.text))
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _warnings_in_cli_words() -> Iterator[None]:
+    """Python warnings raised by a command, shown once each in the command's words on stderr;
+    numpy's and scipy's floating-point warnings (overflow, invalid value) summed in one line."""
+    import numpy as np
+
+    with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn"):
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            _show_warnings(caught)
+
+
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    numeric = [w for w in caught if issubclass(w.category, RuntimeWarning) and _numeric(w)]
+    shown: set[str] = set()
+    for w in caught:
+        if w in numeric:
+            continue
+        text = cli_text(str(w.message))
+        if text not in shown:
+            shown.add(text)
+            print(f"lossrate: warning: {text}", file=sys.stderr)
+    if numeric:
+        kinds = sorted({str(w.message).split(" encountered")[0] for w in numeric})
+        print(
+            f"lossrate: warning: {len(numeric)} floating-point warning(s) in the fit "
+            f"({'; '.join(kinds)[:200]}): the log's values are near the limits of float "
+            "arithmetic or the fit strayed there; check the result (and the loss column).",
+            file=sys.stderr,
+        )
+
+
+def _numeric(w: warnings.WarningMessage) -> bool:
+    text = str(w.message)
+    return "encountered" in text or "overflow" in text
 
 
 def _fail(want_json: bool, code: int, kind: str, message: str) -> int:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,16 +12,20 @@ from typing import Any
 
 from .._errors import DataError
 from ._helpers import (
+    _check_outputs,
     _closure,
     _default_out,
     _files,
+    _fixes,
     _load_prior,
+    _log_warmup,
     _model,
     _names,
     _read,
     _span,
     _Stages,
     _unique_name,
+    _until,
     _what_if_schedule,
     _write_prediction_csv,
 )
@@ -89,11 +92,17 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
 
 
 def _cmd_fit(args: argparse.Namespace) -> Outcome:
-
-    traj, settings = _read(args)
     out = args.out or _default_out(args.log)
+    _check_outputs(args, out=out)
+    traj, settings = _read(args)
     return _fit_and_report(
-        args, traj, out, settings, until=args.until, peers=args.peers, target=args.target
+        args,
+        traj,
+        out,
+        settings,
+        until=_until(args, traj, args.until),
+        peers=args.peers,
+        target=args.target,
     )
 
 
@@ -132,6 +141,7 @@ def _fit_and_report(
             bootstrap=args.bootstrap,
             seed=args.seed,
             on_stage=st.advance,
+            fix=_fixes(args),
         )
         settings = {
             **settings,
@@ -140,6 +150,7 @@ def _fit_and_report(
             "prior": str(args.prior) if with_prior else None,
             "peers": ",".join(peers),
             "target": target,
+            "fix": ",".join(f"{k}={v!r}" for k, v in (_fixes(args) or {}).items()) or None,
         }
         files = write_report(
             out,
@@ -163,7 +174,10 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
     from ..fit import predict
     from ..report.analysis import fit_prefix
 
+    _check_outputs(args)
     traj, _settings = _read(args)
+    if args.warmup is None:  # the new schedule warms up as the run did
+        args.warmup = _log_warmup(traj)
     with_prior = args.prior is not None
     stages = [*(["prior"] if with_prior else []), "fit", "predict"]
     with _Stages(stages, quiet=args.quiet or args.json) as st:
@@ -174,12 +188,13 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         f = fit_prefix(
             traj,
             model=_model(args),
-            until=args.until,
+            until=_until(args, traj, args.until),
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
             prior=prior,
             ahead=schedule,
+            fix=_fixes(args),
         )
         st.advance("fit")
         first = int(traj.step[0])
@@ -244,6 +259,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
 
     from ..evaluate import evaluate
 
+    _check_outputs(args)
     runs: dict[str, Any] = {}
     unread: list[str] = []
     for path in args.logs:
@@ -310,13 +326,14 @@ def _cmd_floor(args: argparse.Namespace) -> Outcome:
             traj,
             closure=_closure(args, traj),
             model=_model(args),
-            until=args.until,
+            until=_until(args, traj, args.until),
             target=args.target,
             joules_per_step=args.joules_per_step,
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
             on_stage=st.advance,
+            fix=_fixes(args),
         )
     return Outcome(a.text(), a.to_dict())
 
@@ -329,19 +346,24 @@ def _cmd_report(args: argparse.Namespace) -> Outcome:
         args.log = folder / "trajectory.csv"
         fit_json = folder / "fit.json"
         if fit_json.is_file():
-            try:
-                saved = dict(json.loads(fit_json.read_text(encoding="utf-8")).get("settings", {}))
-            except (json.JSONDecodeError, AttributeError) as exc:
-                raise DataError(
-                    f"{str(fit_json)!r} is not valid JSON ({exc}); delete it to use defaults."
-                ) from None
+            saved = _saved_settings(fit_json)
         args.format = "trajectory"
     else:
         args.log = args.path
         folder = args.out or _default_out(args.path)
-    for key in ("loss", "classes", "alpha", "model", "lr"):
+    write_trajectory = args.out is not None or not args.path.is_dir()
+    _check_outputs(
+        args,
+        out=args.out or folder,
+        rewrites=("trajectory.csv",) if write_trajectory else (),
+    )
+    for key in ("loss", "classes", "alpha", "model", "lr", "schedule_of_log"):
         if getattr(args, key) is None and saved.get(key) is not None:
             setattr(args, key, saved[key])
+    if args.warmup is None and saved.get("warmup_of_log") is not None:
+        args.warmup = saved["warmup_of_log"]
+    if not args.fix and saved.get("fix"):
+        args.fix = _saved_fix(saved["fix"], folder / "fit.json")
     # a report of a fit made under a prior is redrawn under the same prior, when still there
     args.prior = Path(saved["prior"]) if saved.get("prior") else None
     args.save_prior = None
@@ -365,8 +387,63 @@ def _cmd_report(args: argparse.Namespace) -> Outcome:
         traj,
         args.out or folder,
         {**saved, **settings},
-        until=until,
+        until=_until(args, traj, until),
         peers=peers,
         target=target,
-        write_trajectory=args.out is not None or not args.path.is_dir(),
+        write_trajectory=write_trajectory,
     )
+
+
+#: the settings a report's fit.json may hold, and the check of each (file, field, value)
+_FIX = "Delete fit.json (or that setting) to redraw with the defaults and the flags given."
+
+
+def _saved_settings(path: Path) -> dict[str, Any]:
+    """The ``settings`` of a report's fit.json, each checked (a DataError names the field)."""
+    from .. import _validate as v
+
+    source = repr(str(path))
+    doc = v.read_json(path, what="fit JSON", fix=_FIX)
+    doc = v.mapping(doc, source, "", _FIX)
+    raw = v.mapping(doc.get("settings", {}), source, "settings", _FIX)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"settings.{key}"
+        if value is None:
+            out[key] = None
+        elif key in ("loss", "model", "peers", "prior", "format", "log", "fix"):
+            out[key] = v.text(value, source, where, _FIX)
+        elif key == "schedule_of_log":
+            out[key] = v.choice(value, source, where, _LOG_SHAPES, _FIX)
+        elif key in ("classes", "warmup_of_log"):
+            out[key] = v.integer(value, source, where, _FIX, lo=0 if key != "classes" else 2)
+        elif key == "until":
+            out[key] = v.number(value, source, where, _FIX, lo=0, hi=1, lo_open=True)
+        elif key in ("alpha", "lr", "target"):
+            out[key] = v.number(value, source, where, _FIX, lo=0, lo_open=True)
+        else:
+            out[key] = value  # informational only
+    if out.get("peers"):
+        try:
+            out["peers"] = ",".join(_names(out["peers"]))
+        except argparse.ArgumentTypeError:
+            raise v.fail(
+                source, "settings.peers", raw["peers"], "comma-separated model names", _FIX
+            ) from None
+    return out
+
+
+_LOG_SHAPES = ("constant", "cosine", "wsd", "step", "linear")
+
+
+def _saved_fix(text: str, path: Path) -> list[tuple[str, float]]:
+    from .. import _validate as v
+    from ._parser import _key_value
+
+    pairs = []
+    for item in text.split(","):
+        try:
+            pairs.append(_key_value(item))
+        except argparse.ArgumentTypeError:
+            raise v.fail(repr(str(path)), "settings.fix", text, "NAME=VALUE pairs", _FIX) from None
+    return pairs

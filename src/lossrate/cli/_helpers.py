@@ -97,6 +97,14 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
     return runs
 
 
+def _log_path(path: Path) -> Path:
+    """The file to read for ``path``: a run folder the recorder or the Lightning/HF callbacks
+    wrote (``trajectory.csv`` inside) is read through that file."""
+    if path.is_dir() and (path / "trajectory.csv").is_file():
+        return path / "trajectory.csv"
+    return path
+
+
 def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The log as a Trajectory (with --loss/--classes/--lr applied) and the settings used."""
     import dataclasses
@@ -107,14 +115,20 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             f"{str(path)!r} does not exist; check the path (a log file or a log folder)."
         )
     from ..readers import read_log
+    from ..readers._files import DEFAULT_MAX_BYTES
 
+    max_bytes = getattr(args, "max_bytes", None)
     traj = read_log(
-        path,
+        _log_path(path),
         format=args.format,
         loss_tag=args.loss_key,
         lr_tag=args.lr_key,
         drop_nonfinite=args.drop_nonfinite,
+        interpolate_lr=getattr(args, "interpolate_lr", False),
+        allow_truncated=getattr(args, "allow_truncated", False),
+        max_bytes=None if max_bytes == 0 else (max_bytes or DEFAULT_MAX_BYTES),
     )
+    _check_loss_range(traj, path)
     meta = traj.meta
     changes: dict[str, Any] = {}
     if args.loss is not None:
@@ -125,16 +139,32 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         changes["classes"] = args.classes
     if changes:
         meta = dataclasses.replace(meta, **changes)
-    if traj.lr is None and args.lr is None:
+    of_log = getattr(args, "schedule_of_log", None)
+    if traj.lr is not None and of_log is not None:
         raise InvalidArgumentError(
-            f"{str(path)!r} has no learning-rate column, and the ODE runs in intrinsic time t = sum of lr; "
-            "pass --lr LR (the constant learning rate used) or --lr-key NAME (the column that holds it)."
+            f"{str(path)!r} has its own learning-rate column; leave out --schedule-of-log "
+            "(it describes the lr of logs that did not record it)."
+        )
+    if traj.lr is None and args.lr is None:
+        gap = _lr_gap_note(traj)
+        if gap:
+            raise DataError(
+                f"{str(path)!r}: {gap}, so the intrinsic time t = sum of lr cannot be computed. "
+                "Fill or fix those cells, or pass --interpolate-lr to interpolate the learning "
+                "rate over them."
+            )
+        raise InvalidArgumentError(
+            f"{str(path)!r} has no learning-rate column, and the ODE runs in intrinsic time "
+            "t = sum of lr; pass --lr LR (the constant or peak learning rate used, with "
+            "--schedule-of-log cosine|linear|wsd|step --warmup N for its schedule) or --lr-key "
+            "NAME (the column that holds it)."
         )
     if traj.lr is None:
         from ..trajectory import Trajectory
 
+        lr = _lr_of_schedule(args, traj)
         cols: dict[str, Any] = {k: v for k, v in traj.columns().items() if k not in ("t", "lr")}
-        traj = Trajectory.from_arrays(cols.pop("loss"), lr=[args.lr] * traj.n, meta=meta, **cols)
+        traj = Trajectory.from_arrays(cols.pop("loss"), lr=lr, meta=meta, **cols)
     elif changes:
         traj = traj.replace(meta=meta)
     settings = {
@@ -145,7 +175,65 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "alpha": args.alpha,
         "lr": args.lr,
     }
+    if of_log is not None:
+        settings["schedule_of_log"] = of_log
+        settings["warmup_of_log"] = getattr(args, "warmup", None) or 0
     return traj, settings
+
+
+def _lr_gap_note(traj: Any) -> str | None:
+    """The reader's note that the lr column was left out for NaN or empty cells, in words."""
+    import re
+
+    note = str(traj.meta.extra.get("source_notes", ""))
+    m = re.search(r"lr column '([^']*)' is missing at (\d+) of (\d+) loss steps", note)
+    if m is None:
+        return None
+    return (
+        f"its learning-rate column {m.group(1)!r} holds NaN or an empty cell at {m.group(2)} of "
+        f"{m.group(3)} logged steps"
+    )
+
+
+def _lr_of_schedule(args: argparse.Namespace, traj: Any) -> Any:
+    """The lr of every logged step of a log without lr: constant --lr, or --schedule-of-log
+    with peak --lr and --warmup over the log's steps (ending at its last step)."""
+    import numpy as np
+
+    of_log = getattr(args, "schedule_of_log", None)
+    if of_log is None or of_log == "constant":
+        return np.full(traj.n, float(args.lr))
+    from ..schedule import Schedule
+
+    first, last = int(traj.step[0]), int(traj.step[-1])
+    n = int(getattr(args, "log_steps", None) or last + 1)
+    if n <= last:
+        raise InvalidArgumentError(
+            f"--log-steps {n} ends before the log's last step {last}; give the run's total steps."
+        )
+    sched = Schedule.make(
+        of_log,
+        peak=float(args.lr),
+        n_steps=n,
+        warmup=int(getattr(args, "warmup", None) or 0),
+    )
+    if first < 0:
+        raise InvalidArgumentError(f"the log starts at step {first}; steps must be >= 0.")
+    return np.asarray(sched.lr, dtype=float)[np.asarray(traj.step, dtype=int)]
+
+
+def _check_loss_range(traj: Any, path: Path) -> None:
+    """Refuse losses so large that the fit's arithmetic overflows (beyond 1e150)."""
+    import numpy as np
+
+    loss = np.asarray(traj.loss, dtype=float)
+    finite = loss[np.isfinite(loss)]
+    if finite.size and float(np.max(np.abs(finite))) > 1e150:
+        raise DataError(
+            f"{str(path)!r}: the loss reaches {float(np.max(np.abs(finite))):.3g}, beyond what the "
+            "fit's arithmetic can square without overflow (1e150); the loss column is probably "
+            "not a loss (check --loss-key) or needs rescaling."
+        )
 
 
 def _closure(args: argparse.Namespace, traj: Any) -> Any:
@@ -196,7 +284,7 @@ def _write_prediction_csv(path: Path, pred: Any) -> None:
     def write(f: Any) -> None:
         f.write("step,t,loss,lower,upper\n")
         for row in zip(pred.step, pred.t, pred.loss, pred.lower, pred.upper, strict=True):
-            f.write(f"{int(row[0])},{row[1]!r},{row[2]!r},{row[3]!r},{row[4]!r}\n")
+            f.write(",".join([str(int(row[0])), *(repr(float(x)) for x in row[1:])]) + "\n")
 
     atomic_write(path, write)
 
@@ -258,3 +346,57 @@ class _Stages:
 
     def __exit__(self, *exc: object) -> None:
         self._bar.close()
+
+
+def _until(args: argparse.Namespace, traj: Any, until: float) -> float:
+    """The fit fraction: ``until``, or the share of the log's steps up to --until-step."""
+    step = getattr(args, "until_step", None)
+    if step is None:
+        return until
+    first, last = int(traj.step[0]), int(traj.step[-1])
+    if step <= first:
+        raise InvalidArgumentError(
+            f"--until-step {step} is at or before the log's first step {first}; give a step in "
+            f"({first}, {last}]."
+        )
+    return 1.0 if step >= last else (step - first) / (last - first)
+
+
+def _fixes(args: argparse.Namespace) -> dict[str, float] | None:
+    """--fix NAME=VALUE options as a mapping (None without any)."""
+    pairs = list(getattr(args, "fix", None) or [])
+    return dict(pairs) or None
+
+
+def _log_warmup(traj: Any) -> int:
+    """The steps the log's lr took to reach 99 % of its peak (0 when it started there)."""
+    import numpy as np
+
+    if traj.lr is None or traj.n == 0:
+        return 0
+    lr = np.asarray(traj.lr, dtype=float)
+    peak = float(np.max(lr))
+    if not peak > 0 or lr[0] >= 0.99 * peak:
+        return 0
+    at = int(np.argmax(lr >= 0.99 * peak))
+    return int(traj.step[at] - traj.step[0])
+
+
+def _check_outputs(
+    args: argparse.Namespace,
+    *,
+    out: Path | None = None,
+    rewrites: Sequence[str] = ("trajectory.csv", "fit.json", "report.html"),
+) -> None:
+    """Refuse, before any work, output paths that would overwrite an input, name a file where
+    a folder is expected (or a folder where a file is), or a device such as /dev/null."""
+    from .._folders import check_output_file, check_output_folder
+
+    inputs = [Path(p) for p in (getattr(args, "log", None), getattr(args, "prior", None)) if p]
+    inputs += [Path(p) for p in getattr(args, "logs", None) or []]
+    if out is not None:
+        check_output_folder(out, flag="--out", inputs=inputs, rewrites=rewrites)
+    for flag, dest in (("--csv", "csv"), ("--save-prior", "save_prior")):
+        path = getattr(args, dest, None)
+        if path is not None:
+            check_output_file(Path(path), flag=flag, inputs=inputs)

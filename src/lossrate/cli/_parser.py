@@ -64,6 +64,23 @@ def _level(text: str) -> float:
     return x
 
 
+def _byte_count(text: str) -> int:
+    """A size: a whole number of bytes, or with a K/M/G suffix (KiB, MiB, GiB)."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    raw = text.strip().lower().removesuffix("ib").removesuffix("b")
+    scale = units.get(raw[-1:], 1) if raw else 1
+    number = raw[:-1] if scale != 1 else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 200M, 2G or 0 (no limit); got {text!r}"
+        ) from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0: no limit), got {text!r}")
+    return int(value * scale)
+
+
 def _key_value(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -92,7 +109,14 @@ def _setting(text: str) -> tuple[str, Any]:
 
 # ------------------------------------------------------------------ parser
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Shows each option's default once: not when the help already names it, nor for options
+    without a value to show (None, off, an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 _MAIN_EPILOG = """\
@@ -127,7 +151,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: int = 200) -> None:
+def _log_options(
+    p: argparse.ArgumentParser, *, until: float | None, bootstrap: int = 200, what_if: bool = False
+) -> None:
     g = p.add_argument_group("the log")
     g.add_argument(
         "--format",
@@ -149,6 +175,23 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
     )
     g.add_argument(
         "--drop-nonfinite", action="store_true", help="drop rows whose loss is NaN or inf"
+    )
+    g.add_argument(
+        "--interpolate-lr",
+        action="store_true",
+        help="fill steps whose lr is missing or NaN by linear interpolation",
+    )
+    g.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="drop a last line or record cut short (a run stopped while writing)",
+    )
+    g.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=None,
+        metavar="SIZE",
+        help="read logs up to this size, e.g. 500M or 2G; 0: no limit (default: 64M)",
     )
     g.add_argument(
         "--loss",
@@ -181,8 +224,32 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
         "--lr",
         type=_positive,
         default=None,
-        help="constant learning rate to assume when the log has no lr column",
+        help="learning rate to assume when the log has no lr column: the constant lr, or the "
+        "peak lr of --schedule-of-log",
     )
+    g.add_argument(
+        "--schedule-of-log",
+        choices=("constant", "cosine", "wsd", "step", "linear"),
+        default=None,
+        metavar="SHAPE",
+        help="the lr schedule of a log without lr column (constant, cosine, wsd, step, linear), "
+        "with peak --lr, --warmup N and --log-steps N (the run's total steps; default: the "
+        "log's last step + 1)",
+    )
+    g.add_argument(
+        "--log-steps",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="total optimizer steps of the run, for --schedule-of-log (default: the log's)",
+    )
+    if not what_if:
+        g.add_argument(
+            "--warmup",
+            type=_count,
+            default=None,
+            help="linear warmup steps of --schedule-of-log (default: 0)",
+        )
     f = p.add_argument_group("the fit")
     f.add_argument(
         "--model",
@@ -198,6 +265,22 @@ def _log_options(p: argparse.ArgumentParser, *, until: float | None, bootstrap: 
             default=until,
             help="fit on the first FRACTION of the steps and predict the rest",
         )
+        f.add_argument(
+            "--until-step",
+            type=_count,
+            default=None,
+            metavar="STEP",
+            help="fit on the steps up to STEP instead (overrides --until)",
+        )
+    f.add_argument(
+        "--fix",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="hold a model parameter at a value, e.g. --fix L_inf=0.1 (repeatable; not with "
+        "--model auto)",
+    )
     f.add_argument("--level", type=_level, default=0.9, help="interval level")
     f.add_argument(
         "--bootstrap",
@@ -215,8 +298,9 @@ def _prior_options(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="RUNS_DIR_OR_FILE",
-        help="earlier runs of the same model and data: a folder of their trajectories (or fit "
-        "JSONs), or a saved prior JSON; the fit becomes a MAP fit under their prior",
+        help="earlier runs of the same model and data: a folder of their logs (any log lossrate "
+        "reads, or run folders holding trajectory.csv), a fit JSON, or a saved prior JSON; the fit "
+        "becomes a MAP fit under their prior",
     )
     g.add_argument(
         "--save-prior",
@@ -266,8 +350,20 @@ def _schedule_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--final-lr", type=float, default=0.0, help="final learning rate (cosine, wsd, linear)"
     )
-    g.add_argument("--warmup", type=_count, default=0, help="linear warmup steps")
-    g.add_argument("--decay-start", type=_count, default=None, help="first decay step (wsd)")
+    g.add_argument(
+        "--warmup",
+        type=_count,
+        default=None,
+        help="linear warmup steps of the new schedule (default: the log's warmup: the steps "
+        "its lr took to reach its peak; with --schedule-of-log, the log's schedule's warmup)",
+    )
+    g.add_argument(
+        "--decay-start",
+        type=_count,
+        default=None,
+        metavar="STEP",
+        help="first decay step (wsd; e.g. 80 %% of --steps)",
+    )
     g.add_argument(
         "--decay", choices=("linear", "geometric"), default="linear", help="decay shape (wsd)"
     )
@@ -304,14 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
         name: str, help_: str, epilog: str, func: Callable[[argparse.Namespace], Outcome]
     ) -> argparse.ArgumentParser:
         p = sub.add_parser(
-            name, help=help_, description=help_, epilog=epilog, formatter_class=_Formatter
+            name,
+            help=help_.replace("%", "%%"),
+            description=help_,
+            epilog=epilog,
+            formatter_class=_Formatter,
         )
         p.set_defaults(func=func)
         return p
 
     p = add(
         "demo",
-        "train a wide MLP on 5k real MNIST digits, fit auto on 40 %% of the steps, "
+        "train a wide MLP on 5k real MNIST digits, fit auto on 40 % of the steps, "
         "predict the rest and write a report folder",
         _DEMO_EPILOG,
         _cmd_demo,
@@ -395,14 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_predict,
     )
     p.add_argument("log", type=Path, help="the log to fit")
-    _log_options(p, until=1.0)
+    _log_options(p, until=1.0, what_if=True)
     _prior_options(p)
     _schedule_options(p)
     _common(p)
 
     p = add(
         "evaluate",
-        "prefix protocol: fit each model on the first k %% of each log, score the rest",
+        "prefix protocol: fit each model on the first k % of each log, score the rest",
         _EVALUATE_EPILOG,
         _cmd_evaluate,
     )
@@ -450,6 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     _log_options(p, until=None)
     p.add_argument(
         "--until", type=_fraction, default=None, help="fit fraction (default: as saved, else 0.3)"
+    )
+    p.add_argument(
+        "--until-step",
+        type=_count,
+        default=None,
+        metavar="STEP",
+        help="fit on the steps up to STEP instead (overrides --until)",
     )
     _target_options(p)
     _common(p)

@@ -126,6 +126,7 @@ def fit_prefix(
     seed: int = 0,
     prior: Any = None,
     ahead: Schedule | None = None,
+    fix: Mapping[str, float] | None = None,
 ) -> FitResult:
     """Fit ``model`` on the first ``until`` of the run's steps, under the whole run's schedule.
 
@@ -136,7 +137,7 @@ def fit_prefix(
     is instead a mapping of earlier runs' trajectories (their tests join auto's backtests).
     ``ahead``: the schedule a what-if
     prediction will follow (``auto`` backtests at its horizon and weighs the laws with a decay
-    gain when it decays).
+    gain when it decays). ``fix``: parameters held at a value (not with ``model="auto"``).
     """
     from ..fit import fit
 
@@ -148,9 +149,19 @@ def fit_prefix(
     if part.n < 8:
         raise InvalidArgumentError(
             f"the first {until:.0%} of the run holds {part.n} logged steps; a fit needs at least 8. "
-            "Fit on a larger fraction (--until) or log more often."
+            "Fit on a larger fraction (until) or log more often.",
+            cli=f"the first {until:.0%} of the run holds {part.n} logged steps; a fit needs at "
+            "least 8. Fit on a larger fraction (--until, --until-step) or log more often.",
         )
+    held: dict[str, Any] = {"fix": dict(fix)} if fix else {}
     if isinstance(model, str) and model == "auto":
+        if fix:
+            raise InvalidArgumentError(
+                f"fix={dict(fix)} holds parameters of one model, but model='auto' weighs several "
+                "models; name the model whose parameters to hold (e.g. model='ode_relax').",
+                cli="--fix holds parameters of one model, but --model auto weighs several "
+                "models; name the model whose parameters to hold, e.g. --model ode_relax.",
+            )
         extra: dict[str, Any] = {} if ahead is None else {"ahead": ahead}
         if prior is not None:  # auto takes the earlier runs themselves
             extra["earlier"] = prior
@@ -159,10 +170,22 @@ def fit_prefix(
         from ..prior import fit_with_prior
 
         return fit_with_prior(
-            part, prior, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
+            part,
+            prior,
+            schedule=_schedule_of(traj),
+            level=level,
+            bootstrap=bootstrap,
+            seed=seed,
+            **held,
         )
     return fit(
-        part, model, schedule=_schedule_of(traj), level=level, bootstrap=bootstrap, seed=seed
+        part,
+        model,
+        schedule=_schedule_of(traj),
+        level=level,
+        bootstrap=bootstrap,
+        seed=seed,
+        **held,
     )
 
 
@@ -180,6 +203,7 @@ def analyze(
     seed: int = 0,
     on_stage: Callable[[str], None] | None = None,
     prior: Any = None,
+    fix: Mapping[str, float] | None = None,
 ) -> Analysis:
     """Fit on a prefix, predict the run, fit the peers, and compute the headline numbers.
 
@@ -196,6 +220,7 @@ def analyze(
         prior: a :class:`lossrate.prior.Prior` from earlier runs: the main fit is then the
             MAP fit of :func:`lossrate.fit_with_prior` with the prior's model; the peers are
             fitted on the prefix alone.
+        fix: parameters of the main model held at a value (:func:`fit_prefix`).
 
     With ``model="auto"`` the peers are its members (each candidate's fit on the prefix),
     so nothing is fitted twice; a peer it does not hold is fitted as usual.
@@ -208,7 +233,14 @@ def analyze(
             get_model(name)  # an unknown name fails now, not after the first fit
     done = on_stage or (lambda _name: None)
     f = fit_prefix(
-        traj, model=model, until=until, level=level, bootstrap=bootstrap, seed=seed, prior=prior
+        traj,
+        model=model,
+        until=until,
+        level=level,
+        bootstrap=bootstrap,
+        seed=seed,
+        prior=prior,
+        fix=fix,
     )
     done("fit")
     if prior is not None and not isinstance(f, AutoFit):

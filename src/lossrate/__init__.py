@@ -33,6 +33,7 @@ from .prior import fit_with_prior as fit_with_prior
 from .prior import predict_with_prior as predict_with_prior
 from .rates import get_rate as get_rate
 from .readers import read_log as read_log
+from .replay import replay as replay
 from .schedule import Schedule as Schedule
 from .solve import Solution as Solution
 from .solve import solve as solve

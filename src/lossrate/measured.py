@@ -88,6 +88,7 @@ NOISE_COLUMNS = (
     "noise_scale",
     "noise_scale_lo",
     "noise_scale_hi",
+    "update_dot",
 )
 #: steps in the trailing windows of the standard errors and of the smoothed noise scale
 SE_WINDOW = 25
@@ -211,6 +212,7 @@ class NoiseRows:
         pgrad_sq: float,
         trace_sigma: float,
         ptrace_sigma: float,
+        update_dot: float = math.nan,
     ) -> tuple[float, ...]:
         se = {k: s.push(v) for k, s, v in self._items(grad_sq, pgrad_sq, trace_sigma)}
         mu, n_u = self._mean["grad_sq"].push(grad_sq)
@@ -235,6 +237,7 @@ class NoiseRows:
             se["trace_sigma"],
             ptrace_sigma,
             *b,
+            update_dot,
         )
 
     def _items(self, *values: float) -> list[tuple[str, _ScatterSE, float]]:
@@ -247,7 +250,9 @@ class GradientNoise:
 
     ``grad_sq``/``pgrad_sq`` are the debiased estimates, ``*_raw`` the mini-batch ones,
     ``trace_sigma`` tr(Sigma_g) per sample, ``ptrace_sigma`` tr(P Sigma_g), ``noise_scale``
-    the smoothed B_noise with its 95 % interval [``noise_scale_lo``, ``noise_scale_hi``].
+    the smoothed B_noise with its 95 % interval [``noise_scale_lo``, ``noise_scale_hi``],
+    ``update_dot`` <theta_k - theta_{k-1}, G_k> (the previous update against this step's
+    mini-batch gradient; NaN at the first step).
     """
 
     step: np.ndarray
@@ -265,6 +270,7 @@ class GradientNoise:
     noise_scale: np.ndarray
     noise_scale_lo: np.ndarray
     noise_scale_hi: np.ndarray
+    update_dot: np.ndarray
 
     @classmethod
     def from_rows(cls, rows: np.ndarray) -> GradientNoise:

@@ -561,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(p)
     _common(p)
     add_optimize_parser(sub)
+    from ._replay import add_replay_parser
+
+    add_replay_parser(sub)
     return parser
 
 

@@ -87,6 +87,9 @@ class GradStats:
         ptrace_sigma: tr(P Sigma_g).
         groups: the number of gradient groups K (0 without groups).
         batch_size: the step's samples over all groups (NaN without groups).
+        update_dot: <theta_k - theta_{k-1}, grad L_B(theta_k)>, the previous optimizer
+            step's update against this step's gradient (NaN at the first step): with the
+            debiased pgrad_sq it measures the step's second-order loss change (lossrate.replay).
     """
 
     grad_sq: float
@@ -97,6 +100,7 @@ class GradStats:
     ptrace_sigma: float = math.nan
     groups: int = 0
     batch_size: float = math.nan
+    update_dot: float = math.nan
 
 
 _RULES: dict[type[torch.optim.Optimizer], Preconditioner] = {}
@@ -285,7 +289,7 @@ def _with_groups(
     N = getattr(groups, "population", None)
     if N:  # disjoint groups drawn without replacement: E<G_j, G_k> = |grad|^2 - tr S_N/(N-1)
         u, up = u + s / N, up + sp / N
-    return GradStats(stats.grad_sq, stats.pgrad_sq, u, up, s, sp, K, B)
+    return GradStats(stats.grad_sq, stats.pgrad_sq, u, up, s, sp, K, B, groups.update_dot)
 
 
 _HALF = (torch.float16, torch.bfloat16)

@@ -72,6 +72,30 @@ def _check_size(batch_size: Any) -> int:
     return batch_size
 
 
+class _UpdateDot:
+    """<theta_k - theta_{k-1}, G_k>: the previous step's update against this step's gradient
+    (one copy of the parameters; theory §4.3's second-order term, see lossrate.replay)."""
+
+    def __init__(self) -> None:
+        self._theta: dict[torch.Tensor, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, params: Iterable[torch.Tensor]) -> float:
+        dot, seen = 0.0, False
+        for p in params:
+            if p.grad is None:
+                continue
+            prev = self._theta.get(p)
+            if prev is None:
+                self._theta[p] = p.detach().clone()
+                continue
+            seen = True
+            dot += float(torch.dot((p.detach() - prev).reshape(-1).double(),
+                                   p.grad.reshape(-1).double()))  # fmt: skip
+            prev.copy_(p.detach())
+        return dot if seen else math.nan
+
+
 def _check_population(population: Any) -> int | None:
     if population is None:
         return None
@@ -103,6 +127,8 @@ class GradientGroups:
     ) -> None:
         self.params = _param_list(model_or_params)
         self.population = _check_population(population)
+        self._update_dot = _UpdateDot()
+        self.update_dot = math.nan  # of the last step read (see _UpdateDot)
         self.reset()
 
     def reset(self) -> None:
@@ -189,6 +215,7 @@ class GradientGroups:
                     f"at the mark, {grad_sq!r} now): call gradient_metrics(..., groups=...) "
                     "before gradient clipping or GradScaler.unscale_, or mark after them."
                 )
+            self.update_dot = self._update_dot(self.params)
             sizes = self._sizes
             B = float(sum(sizes))
             w = [b / B for b in sizes]
@@ -240,6 +267,9 @@ class DDPGradients:
 
         self.process_group = process_group
         self.population = _check_population(population)
+        self.params = [p for p in ddp_model.parameters() if p.requires_grad]
+        self._update_dot = _UpdateDot()
+        self.update_dot = math.nan
         self._local: dict[torch.Tensor, torch.Tensor] = {}
         self._size: int | None = None
 
@@ -272,6 +302,7 @@ class DDPGradients:
                     "DDPGradients has no local gradient for this step: call groups.mark("
                     "batch_size) after backward() (and build DDPGradients before training)."
                 )
+            self.update_dot = self._update_dot(self.params)
             W = self.groups
             d = dP = 0.0
             for p, g in self._local.items():

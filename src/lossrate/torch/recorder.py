@@ -323,6 +323,7 @@ class Recorder:
                         pgrad_sq=grad.pgrad_sq_debiased,
                         trace_sigma=grad.trace_sigma,
                         ptrace_sigma=grad.ptrace_sigma,
+                        update_dot=grad.update_dot,
                     )
                 )
         self._last_step = step

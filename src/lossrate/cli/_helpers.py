@@ -46,7 +46,19 @@ def _load_prior(args: argparse.Namespace) -> Any:
         return _earlier_runs(args)
     from ..prior import Prior
 
-    prior = Prior.from_path(args.prior, _model(args), exclude=[args.log])
+    path = Path(args.prior)
+    if not path.exists():
+        raise InvalidArgumentError(
+            f"--prior {str(path)!r} does not exist; give a saved prior (.json), a fit JSON, an "
+            "earlier run's log or a folder of them."
+        )
+    logs = path.is_file() and path.suffix.lower() != ".json"
+    if path.is_dir() and not any(f.suffix.lower() == ".json" for f in path.iterdir()):
+        logs = True
+    if logs:  # earlier runs' logs, read as the fitted log is (with its --loss and --classes)
+        prior = Prior.from_runs(_earlier_runs(args), _model(args))
+    else:
+        prior = Prior.from_path(path, _model(args), exclude=[args.log])
     if args.save_prior is not None:
         prior.save(args.save_prior)
     return prior
@@ -58,7 +70,7 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
     from ..readers import read_log
 
     folder: Path = args.prior
-    if not folder.is_dir():
+    if not folder.is_dir() and (_model(args) == "auto" or folder.suffix.lower() == ".json"):
         raise InvalidArgumentError(
             f"--prior {str(folder)!r} is a file; with --model auto give a folder of earlier "
             "runs' logs (a saved prior holds one model's parameters: use it with --model "
@@ -66,7 +78,8 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
         )
     own = Path(args.log).resolve()
     runs: dict[str, Any] = {}
-    for item in sorted(folder.iterdir()):
+    items = [folder] if folder.is_file() else sorted(folder.iterdir())
+    for item in items:
         if item.resolve() == own or own.is_relative_to(item.resolve()) or item.name.startswith("."):
             continue
         if item.is_file() and item.suffix.lower() not in (
@@ -78,8 +91,10 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
         ):
             continue
         try:
-            traj = read_log(item)
+            traj = read_log(_log_path(item))
         except DataError:
+            if item == folder:
+                raise
             continue  # not a log (a README, a figure folder)
         if args.loss is not None or traj.meta.loss is None:
             import dataclasses

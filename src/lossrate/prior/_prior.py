@@ -302,7 +302,8 @@ class Prior:
         * a saved prior (:meth:`save`): loaded as it is (``model`` is then the prior's);
         * a fit result JSON (``FitResult.to_json``) or a folder of them: pooled
           (:meth:`from_fit_files`);
-        * a folder of trajectory files (``.csv``/``.parquet``, e.g. runs written by
+        * a log file, or a folder of logs (``.csv``/``.tsv``/``.parquet``: lossrate
+          trajectories or any log :func:`lossrate.readers.read_log` reads, e.g. runs written by
           ``lossrate train``, or ``*/trajectory.csv`` one level down): one joint fit
           (:meth:`from_runs`, ``options`` passed on).
 
@@ -316,6 +317,13 @@ class Prior:
                 "or a folder of earlier runs' trajectories."
             )
         skip = {Path(e).resolve() for e in exclude}
+        if p.is_file() and p.suffix.lower() in _LOG_SUFFIXES:
+            if p.resolve() in skip:
+                raise InvalidArgumentError(
+                    f"the prior {str(p)!r} is the run being fitted; a prior must come from other runs."
+                )
+            t = _read_run(p)
+            return cls.from_runs({t.meta.name or p.stem: t}, model, **options)
         if p.is_file():
             if p.resolve() in skip:
                 raise InvalidArgumentError(
@@ -330,7 +338,7 @@ class Prior:
             for f in sorted(p.iterdir()) + sorted(p.glob("*/trajectory.csv"))
             if f.is_file() and f.resolve() not in skip
         ]
-        trajs = [f for f in files if f.suffix.lower() in (".csv", ".parquet", ".pq")]
+        trajs = [f for f in files if f.suffix.lower() in _LOG_SUFFIXES]
         jsons = [f for f in files if f.suffix.lower() == ".json"]
         if not trajs:
             if jsons:
@@ -341,9 +349,27 @@ class Prior:
             )
         runs: dict[str, Trajectory] = {}
         for f in trajs:
-            t = Trajectory.read(f)
+            t = _read_run(f)
             name = t.meta.name or (f.parent.name if f.name == "trajectory.csv" else f.stem)
             while name in runs:
                 name += "'"
             runs[name] = t
         return cls.from_runs(runs, model, **options)
+
+
+#: files read as earlier runs' logs (any log :func:`lossrate.readers.read_log` reads)
+_LOG_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq")
+
+
+def _read_run(path: Path) -> Trajectory:
+    """An earlier run's log, read as :func:`lossrate.readers.read_log` reads it (a lossrate
+    trajectory or a plain CSV/TSV log); it must hold the learning rate."""
+    from ..readers import read_log
+
+    t = read_log(path)
+    if t.lr is None:
+        raise DataError(
+            f"{str(path)!r} has no learning-rate column (or it has gaps); a prior's runs need "
+            "their lr. Add it to the log, or move the file out of the prior's folder."
+        )
+    return t

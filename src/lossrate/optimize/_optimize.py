@@ -138,6 +138,12 @@ def optimize_schedule(
         seeds.append(sch)
         say(fam.name)
     notes = list(dict.fromkeys(w for f in families.values() for w in f.prediction.warnings))
+    if isinstance(fit, AutoFit) and not fit.decay_seen and identified:
+        notes.append(
+            "the earlier runs decayed, so the decay gain counts as identified here, but auto's "
+            "own interval reads only the fitted steps and still allows the largest drop "
+            "linear response permits; the gains' intervals above are the members' spread"
+        )
     if len(set(peaks)) == 1 and peak is None:
         notes.append(
             f"the peak lr is held at {top_peak:.4g}, the only peak the fit has seen; give "

@@ -7,11 +7,18 @@ of the machine hit all of them alike (the order rotates every round):
   plain     nn.CrossEntropyLoss, backward, step
   recorded  InstrumentedLoss + Recorder.log (one CSV row per step, fsync every 50 rows)
   +grads    recorded + gradient_metrics(model, optimizer) before the step
+  acc4      plain with gradient accumulation: 4 micro-batches of 32, one step
+  +debiased acc4   acc4 recorded with GradientGroups marks after each micro-batch and
+            gradient_metrics(..., groups=): the debiased norms and tr(Sigma_g), no extra
+            backward (its ratio is to acc4; DDP reads the per-rank gradients the same way)
+  +two-half the opt-in two-half-batch mode: recorded +grads with the batch of 128 run as two
+            backward passes of 64 (its ratio is to plain: the cost of the mode)
 
 Printed, for wall-clock time and for this thread's CPU time: the median step time of each
 variant and the ratios to plain, both as the median of single steps and as the median over
 blocks of the mean step time (which includes the amortised fsync). On a shared, busy machine
-the CPU-time ratios are the meaningful ones. Targets: recorded <= 1.03, +grads <= 1.10.
+the CPU-time ratios are the meaningful ones. Targets: recorded <= 1.03, +grads <= 1.10,
++debiased acc4 <= 1.10 (to acc4); +two-half is reported as it is.
 
     python benchmarks/recorder_overhead.py [--rounds 30] [--block 50] [--threads 1] [--optimizer sgd]
 """
@@ -28,7 +35,8 @@ import torch
 from torch import nn
 
 from lossrate import RunMeta
-from lossrate.torch import InstrumentedLoss, Recorder, gradient_metrics
+from lossrate.torch import GradientGroups, InstrumentedLoss, Recorder, gradient_metrics
+from lossrate.torch.losses import BatchStats
 
 
 def main() -> None:
@@ -67,11 +75,36 @@ def main() -> None:
         rec.log(step=step, lr=1e-3, batch=crit.last, grad=gs)
         step += 1
 
+    groups = GradientGroups(model)
+
+    def accumulated(debiased: bool, parts: int) -> None:
+        nonlocal step
+        opt.zero_grad()
+        stats = []
+        for part, w in GradientGroups.split(128, parts):
+            if debiased or parts == 2:
+                (crit(model(x[part]), y[part]) * w).backward()
+                groups.mark(part.stop - part.start)
+                stats.append(crit.last)
+            else:
+                (plain_loss(model(x[part]), y[part]) * w).backward()
+        if debiased or parts == 2:
+            gs = gradient_metrics(model, opt, groups=groups)
+            opt.step()
+            rec.log(step=step, lr=1e-3, batch=BatchStats.combine(stats), grad=gs)
+            step += 1
+        else:
+            opt.step()
+
     variants = {
         "plain": plain,
         "recorded": lambda: recorded(False),
         "+grads": lambda: recorded(True),
+        "acc4": lambda: accumulated(False, 4),
+        "+debiased acc4": lambda: accumulated(True, 4),
+        "+two-half": lambda: accumulated(True, 2),
     }
+    base_of = {"+debiased acc4": "acc4"}
     clocks = {"wall": time.perf_counter, "cpu": time.thread_time}
     steps = {(c, k): [] for c in clocks for k in variants}  # single-step times
     blocks = {(c, k): [] for c in clocks for k in variants}  # mean step time of each block
@@ -80,7 +113,7 @@ def main() -> None:
             f()
     names = list(variants)
     for r in range(args.rounds):
-        for name in names[r % 3 :] + names[: r % 3]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             f = variants[name]
             start = {c: clock() for c, clock in clocks.items()}
             for _ in range(args.block):
@@ -101,18 +134,20 @@ def main() -> None:
         "processes); cpu: this thread's CPU time (robust on a busy machine, excludes fsync)"
     )
     print(
-        f"{'clock':<6}{'variant':<10} {'median step':>12} {'ratio':>7} {'median block mean':>18} {'ratio':>7}"
+        f"{'clock':<6}{'variant':<16} {'median step':>12} {'ratio':>7} {'median block mean':>18} "
+        f"{'ratio':>7}  to"
     )
     for c in clocks:
-        base_step = statistics.median(steps[c, "plain"])
-        base_block = statistics.median(blocks[c, "plain"])
         for name in variants:
+            base = base_of.get(name, "plain")
+            base_step = statistics.median(steps[c, base])
+            base_block = statistics.median(blocks[c, base])
             st, bl = statistics.median(steps[c, name]), statistics.median(blocks[c, name])
             print(
-                f"{c:<6}{name:<10} {st * 1e3:>9.3f} ms {st / base_step:>7.3f} "
-                f"{bl * 1e3:>15.3f} ms {bl / base_block:>7.3f}"
+                f"{c:<6}{name:<16} {st * 1e3:>9.3f} ms {st / base_step:>7.3f} "
+                f"{bl * 1e3:>15.3f} ms {bl / base_block:>7.3f}  {base}"
             )
-    print("targets: recorded <= 1.03, +grads <= 1.10")
+    print("targets: recorded <= 1.03, +grads <= 1.10, +debiased acc4 <= 1.10 (to acc4)")
     for path in run_dir.iterdir():
         path.unlink()
     run_dir.rmdir()

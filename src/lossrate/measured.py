@@ -300,8 +300,7 @@ def read_gradient_noise(run: str | os.PathLike[str]) -> GradientNoise:
 
     Raises:
         DataError: the file is missing (the run was recorded without gradient groups: use
-            lossrate.torch.GradientGroups / DDPGradients, or ``gradient_groups=`` of the
-            callbacks), or malformed.
+            lossrate.torch.GradientGroups / DDPGradients), or malformed.
     """
     path = noise_path(run)
     if not path.exists():
@@ -310,7 +309,7 @@ def read_gradient_noise(run: str | os.PathLike[str]) -> GradientNoise:
             "has no debiased gradient norm or tr(Sigma_g). Record it with "
             "lossrate.torch.GradientGroups (gradient accumulation or the two-half-batch mode, "
             "GradientGroups(model, halves=True)) or DDPGradients(ddp_model), passed to "
-            "gradient_metrics(..., groups=...); the callbacks take gradient_groups=True."
+            "gradient_metrics(..., groups=...)."
         )
     lines = path.read_text().splitlines()
     if len(lines) < 2 or not lines[0].startswith("#") or lines[1] != ",".join(NOISE_COLUMNS):

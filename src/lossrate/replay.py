@@ -8,7 +8,8 @@ c = R / g2 from the per-sample residuals. :func:`replay` integrates
 
     dL/dt = -phi_hat(t) g2(L, sigma(t))    [+ tr(P Sigma_g)(t) / B(t)],   L(0) = L~_0,
 
-from the run's start with the smoothed measured phi_hat, and compares it with the smoothed
+from the run's start with the smoothed measured phi_hat (sigma_L(t) = the observed
+coefficient of variation times the replayed L), and compares it with the smoothed
 observed loss L~. Every output says what this is: an **in-sample consistency check of the
 factorisation, not a prediction** (theory §4.1's tautology trap: phi_hat comes from the run
 being replayed, so agreement shows that the measured gradient and the closure account for
@@ -273,6 +274,7 @@ def replay(
         min=0.0
     )
     g2_obs = np.asarray(g_fn.g2(obs, sigma), dtype=float)
+    cv = sigma / obs  # the replay's sigma_L = cv(t) L: the observed spread, relative
     aligned = noise.aligned(traj.step) if noise is not None else None
 
     def phi_of(pgrad: np.ndarray) -> np.ndarray:
@@ -286,21 +288,21 @@ def replay(
     curves: dict[str, np.ndarray | None] = dict.fromkeys(_CURVES[1:])
     if debiased and aligned is not None:
         phi = phi_of(aligned.pgrad_sq)
-        curves["loss_raw"] = _integrate(t, raw_phi, None, g_fn, sigma, obs[0])
+        curves["loss_raw"] = _integrate(t, raw_phi, None, g_fn, cv, obs[0])
         trace = aligned.ptrace_sigma / aligned.batch_size
         if sgd_noise and np.isfinite(trace).sum() >= 2:
             drift = np.maximum(_smooth_linear(trace, w), 0.0)
-            curves["loss_noise"] = _integrate(t, phi, drift, g_fn, sigma, obs[0])
+            curves["loss_noise"] = _integrate(t, phi, drift, g_fn, cv, obs[0])
         ud = aligned.update_dot
         if np.isfinite(ud[1:]).sum() >= 2:
             lr = np.asarray(traj.lr, dtype=float)
             with np.errstate(divide="ignore", invalid="ignore"):
                 second = np.append((ud[1:] / lr[:-1] + aligned.pgrad_sq[:-1]) / 2, np.nan)
             second = _smooth_linear(np.where(np.isfinite(second), second, np.nan), w)
-            curves["loss_second"] = _integrate(t, phi, second, g_fn, sigma, obs[0])
+            curves["loss_second"] = _integrate(t, phi, second, g_fn, cv, obs[0])
     else:
         phi = raw_phi
-    loss = _integrate(t, phi, None, g_fn, sigma, obs[0])
+    loss = _integrate(t, phi, None, g_fn, cv, obs[0])
     c, lo, hi = _closure_ratio(traj, g_fn)
     return Replay(
         step=traj.step,
@@ -327,7 +329,8 @@ def _integrate(
     sigma: np.ndarray,
     L0: float,
 ) -> np.ndarray:
-    """dL/dt = -phi(t) g2(L, sigma(t)) + drift(t) on the grid t (piecewise-linear inputs,
+    """dL/dt = -phi(t) g2(L, cv(t) L) + drift(t) on the grid t (``sigma`` holds the observed
+    coefficient of variation cv = sigma_L / L; piecewise-linear inputs,
     LSODA with steps no longer than the grid spacing; the floor is never crossed)."""
     floor = float(g_fn.floor)
     keep = np.concatenate([[True], np.diff(t) > 0])  # lr = 0 steps add no time
@@ -336,7 +339,7 @@ def _integrate(
 
     def rhs(s: float, y: np.ndarray) -> np.ndarray:
         L = max(float(y[0]), floor + 1e-12)
-        out = -np.interp(s, tt, ph) * float(g_fn.g2(L, np.interp(s, tt, sg)))
+        out = -np.interp(s, tt, ph) * float(g_fn.g2(L, L * np.interp(s, tt, sg)))
         if dr is not None:
             out += np.interp(s, tt, dr)
         return np.array([out])

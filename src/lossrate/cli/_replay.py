@@ -73,7 +73,7 @@ def _cmd_replay(args: argparse.Namespace) -> Outcome:
             f"{str(noise_path(run))!r} is missing: the run was recorded without gradient groups, "
             "so its gradient norm is the biased mini-batch one. Record the run with gradient "
             "groups (lossrate.torch.GradientGroups for micro-batches or the two-half mode, "
-            "DDPGradients under DDP, or gradient_groups=True in the Lightning/HF callbacks), or "
+            "DDPGradients under DDP, in the training loop), or "
             "pass --raw to replay the raw rate."
         )
     rp = replay(

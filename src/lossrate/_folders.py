@@ -36,6 +36,7 @@ __all__ = [
     "check_output_file",
     "check_output_folder",
     "clean_stale",
+    "clean_temporaries",
     "is_lossrate_folder",
     "kill_point",
     "write_folder",
@@ -165,12 +166,23 @@ def clean_stale(out: Path) -> None:
             shutil.rmtree(stale, ignore_errors=True)
         else:
             stale.unlink(missing_ok=True)
-    if out.is_dir():
-        for folder in (out, out / "figures"):
-            if folder.is_dir():
-                for entry in folder.iterdir():
-                    if _TMP_FILE.match(entry.name) and entry.is_file():
-                        entry.unlink(missing_ok=True)
+    clean_temporaries(out)
+    clean_temporaries(out / "figures")
+
+
+def clean_temporaries(folder: Path, names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the ``.X.*.tmp`` files :func:`lossrate.trajectory.atomic_write` leaves when
+    killed (only for ``X`` in ``names`` when given); returns what was removed."""
+    folder = Path(folder)
+    keep = None if names is None else set(names)
+    removed = []
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            m = _TMP_FILE.match(entry.name)
+            if m and (keep is None or m.group(1) in keep) and entry.is_file():
+                entry.unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
 
 
 def glob_escape(name: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -59,6 +60,12 @@ DATASETS = (
 MODELS = ("linear", "mlp", "cnn", "deep_cnn", "minilm")
 LOSSES = ("ce", "mse", "bce", "mae")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
+
+
+#: an experiment name: it names the run folder, so no path separators and no '.' or '..'
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+#: largest config file read
+_MAX_CONFIG_BYTES = 2**20
 
 
 def _fail(key: str, value: Any, need: str) -> typing.NoReturn:
@@ -299,8 +306,14 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if not self.name or any(c in self.name for c in "/\\ "):
-            _fail("name", self.name, "give a short name without spaces or slashes.")
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            _fail(
+                "name",
+                self.name,
+                "give a short name without spaces or slashes (letters, digits, '_', '-' and '.', "
+                "starting with a letter or digit; it names the run folder runs/<name>, so '..' or a "
+                "path is refused).",
+            )
         text = self.data.name in ("wordnet", "agnews")
         if text != (self.model.kind == "minilm"):
             _fail(
@@ -416,6 +429,16 @@ def shipped_configs() -> list[str]:
 
 def _read_toml(source: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(source)
+    if not path.is_file() and not _NAME.fullmatch(str(source)):
+        raise InvalidArgumentError(
+            f"config {str(source)!r} is neither a file nor a shipped config name (names are "
+            f"letters, digits, '_', '-' and '.'); shipped configs are {', '.join(shipped_configs())}."
+        )
+    if path.is_file() and path.stat().st_size > _MAX_CONFIG_BYTES:
+        raise DataError(
+            f"config {str(path)!r} is {path.stat().st_size:,} bytes; a config is a few hundred. "
+            "Check the path."
+        )
     if not path.is_file():
         shipped = resources.files("lossrate") / "configs" / f"{source}.toml"
         if not shipped.is_file():
@@ -430,6 +453,10 @@ def _read_toml(source: str | Path) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{where} is not valid TOML: {exc}.") from None
+    except RecursionError:
+        raise DataError(
+            f"{where} is nested too deeply to be a config (a config has one level of tables)."
+        ) from None
 
 
 def load_config(source: str | Path) -> ExperimentConfig:

@@ -13,15 +13,17 @@ A run folder holds
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .._errors import InvalidArgumentError
+from .._errors import DataError, InvalidArgumentError
+from .._folders import clean_temporaries
 from ..trajectory import Trajectory, atomic_write
-from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+from .checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint
 from .config import ExperimentConfig, load_config
 from .datasets import (
     Dataset,
@@ -143,11 +145,23 @@ def _truncate_rows(path: Path, before_step: int) -> None:
         return
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     head = [ln for ln in lines[:2] if ln.startswith("#") or not ln[:1].isdigit()]
-    rows = [  # a torn last line (no newline) is dropped too
-        ln
-        for ln in lines[len(head) :]
-        if ln.endswith("\n") and int(ln.split(",", 1)[0]) < before_step
-    ]
+    body = lines[len(head) :]
+    rows = []
+    for i, ln in enumerate(body):
+        if not ln.endswith("\n"):
+            continue  # a torn last line (no newline) is dropped
+        try:
+            step = int(ln.split(",", 1)[0])
+        except ValueError:
+            if i == len(body) - 1:
+                continue  # a damaged last row: a write the kill cut short
+            raise DataError(
+                f"{str(path)!r}: line {len(head) + i + 1} is damaged ({ln[:60].strip()!r}: its "
+                "step is not a whole number), so the run cannot be resumed exactly; delete that "
+                "line if the rows around it are sound, or start the run again without --resume."
+            ) from None
+        if step < before_step:
+            rows.append(ln)
     if len(head) + len(rows) != len(lines):
         atomic_write(path, lambda f: f.writelines(head + rows))
 
@@ -161,6 +175,38 @@ def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[prefix + key] = value
     return out
+
+
+def _read_checkpoint(run_dir: Path, cfg: ExperimentConfig) -> Checkpoint | None:
+    """The run's checkpoint, refused with lossrate's own message when it is not one lossrate
+    wrote: torch is only ever asked for tensors and numbers (``weights_only=True``), and its
+    advice to allow arbitrary objects is not passed on (that would run code from the file)."""
+    path = run_dir / CHECKPOINT_NAME
+    fix = (
+        "Delete it (or restore the run folder from a copy) and start the run again without "
+        "--resume."
+    )
+    try:
+        ck = load_checkpoint(run_dir)
+    except (DataError, pickle.UnpicklingError, AttributeError, KeyError, ImportError) as exc:
+        why = "damaged" if "weights_only" not in str(exc) else "not one lossrate wrote"
+        raise DataError(
+            f"checkpoint {str(path)!r} cannot be resumed from: it is {why} (it holds something "
+            "other than the tensors and numbers lossrate saves, or is cut short). lossrate never "
+            f"loads other objects from a checkpoint, since that could run code from the file. {fix}"
+        ) from None
+    if ck is None:
+        return None
+    if (
+        isinstance(ck.step, bool)
+        or not isinstance(ck.step, int)
+        or not 0 <= ck.step <= cfg.train.steps
+    ):
+        raise DataError(
+            f"checkpoint {str(path)!r}: field 'step' is {ck.step!r}; it must be a whole number in "
+            f"[0, {cfg.train.steps}] (train.steps). {fix}"
+        )
+    return ck
 
 
 def _check_same_config(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -206,11 +252,13 @@ def run_experiment(
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
+    # what a killed run left half-written (its complete files were renamed into place)
+    clean_temporaries(run_dir, (CHECKPOINT_NAME, TRAJECTORY_NAME, CONFIG_NAME, EXACT_NAME))
     ck = None
     holds_run = (run_dir / TRAJECTORY_NAME).exists() or (run_dir / CHECKPOINT_NAME).exists()
     if resume and (holds_run or (run_dir / CONFIG_NAME).exists()):
         _check_same_config(run_dir, cfg)
-        ck = load_checkpoint(run_dir)
+        ck = _read_checkpoint(run_dir, cfg)
         _truncate_rows(run_dir / TRAJECTORY_NAME, ck.step if ck is not None else 0)
     elif holds_run and not resume:
         raise InvalidArgumentError(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -401,3 +402,220 @@ def test_auto_takes_the_earlier_runs_of_a_prior_folder_as_tests(
     assert abs(sum(auto["weights"].values()) - 1) < 1e-9
     code = main([*argv, "--save-prior", str(tmp_path / "p.json"), "-q"])
     assert code == EXIT_USAGE and "--save-prior" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ issue 18 regressions
+FAST = ["--model", "power_steps", "--bootstrap", "0", "-q"]
+
+
+def _plain_log(path: Path, *, lr: str | None = "warmup", loss_scale: float = 1.0) -> Path:
+    """A plain CSV log (150 steps, warmup 30 then constant) as other tools write it."""
+    n = 150
+    s = np.arange(n)
+    lr_col = np.where(s < 30, 0.1 * (s + 1) / 30, 0.1)
+    loss = loss_scale * (0.5 + 2.0 / (1.0 + 0.08 * np.cumsum(lr_col) * 10))
+    head = "step,loss" + (",lr" if lr else "") + ",val_acc\n"
+    rows = [
+        f"{i},{float(loss[i])!r}" + (f",{float(lr_col[i])!r}" if lr else "") + ",0.5"
+        for i in range(n)
+    ]
+    path.write_text(head + "\n".join(rows) + "\n")
+    return path
+
+
+def test_predict_csv_holds_plain_numbers_equal_to_the_printed_prediction(capsys, tmp_path) -> None:
+    import csv as csv_module
+
+    log = _plain_log(tmp_path / "run.csv")
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(log), "--until", "0.5", "--csv", str(out), *FAST]
+    doc = run_json(capsys, *argv)
+    text = out.read_text()
+    assert "np." not in text and "float64" not in text
+    with out.open(newline="") as f:
+        rows = list(csv_module.DictReader(f))
+    assert [int(r["step"]) for r in rows] == doc["step"]
+    for key in ("t", "loss", "lower", "upper"):
+        assert [float(r[key]) for r in rows] == doc[key]  # exact: repr round-trips
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is optional
+        pd = None
+    if pd is not None:
+        frame = pd.read_csv(out)
+        assert list(frame.columns) == ["step", "t", "loss", "lower", "upper"]
+        assert frame["loss"].dtype == np.float64
+        np.testing.assert_array_equal(frame["loss"].to_numpy(), np.array(doc["loss"]))
+    # the text printout shows the same curve (to its 5 significant digits)
+    assert main(argv) == EXIT_OK
+    printed = [
+        ln.split() for ln in capsys.readouterr().out.splitlines() if ln[:10].strip().isdigit()
+    ]
+    by_step = {int(r["step"]): float(r["loss"]) for r in rows}
+    assert len(printed) >= 5
+    for cells in printed:
+        assert float(cells[2]) == pytest.approx(by_step[int(cells[0])], rel=1e-4)
+
+
+def test_a_nan_in_the_lr_column_is_reported_as_such(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    lines = log.read_text().splitlines()
+    cells = lines[41].split(",")
+    cells[2] = "nan"
+    lines[41] = ",".join(cells)
+    log.write_text("\n".join(lines) + "\n")
+    assert main(["fit", str(log), *FAST]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "NaN" in err and "'lr'" in err and "--interpolate-lr" in err
+    assert "has no learning-rate column" not in err
+    assert main(["predict", str(log), "--interpolate-lr", *FAST]) == EXIT_OK
+
+
+def test_losses_near_1e300_give_one_clear_error_and_no_numpy_warnings(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv", loss_scale=1e300)
+    assert main(["fit", str(log), *FAST]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1e150" in err and "RuntimeWarning" not in err
+
+
+def test_messages_name_cli_flags_not_python_arguments(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    assert main(["predict", str(log), "--fix", "L0=0.4", "--model", "auto", "-q"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--fix" in err and "--model" in err and "fix={" not in err and "model=" not in err
+    assert main(["predict", str(log), "--max-bytes", "100", *FAST]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "--max-bytes" in err and "max_bytes" not in err
+    bad = tmp_path / "nan.csv"
+    lines = log.read_text().splitlines()
+    lines[11] = "10,nan," + lines[11].split(",", 2)[2]
+    bad.write_text("\n".join(lines) + "\n")
+    assert main(["predict", str(bad), *FAST]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "--drop-nonfinite" in err and "drop_nonfinite" not in err
+
+
+@pytest.mark.parametrize(
+    ("python", "cli"),
+    [
+        ("fix one of them (fix={'L_inf': ...}) or", "--fix L_inf=VALUE"),
+        ("Pass allow_truncated=True to drop", "--allow-truncated"),
+        ("pass format= one of csv, wandb", "--format, one of"),
+        ("choose one of a, b or pass a CurveModel instance.", "(--model)"),
+        ("runs that decayed (theory §4.6; lossrate.prior)", "runs that decayed (lossrate.prior)"),
+        ("the bracket (theory §2.4, item 3) holds", "the bracket (item 3) holds"),
+        (
+            "decay_start is required for shape='wsd', e.g. decay_start=int(0.8 * n_steps).",
+            "--decay-start STEP",
+        ),
+    ],
+)
+def test_cli_words(python: str, cli: str) -> None:
+    from lossrate.cli._speak import cli_text
+
+    said = cli_text(python)
+    assert cli in said and "theory" not in said and "§" not in said
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_shows_each_default_once_and_no_doubled_percent(capsys, command) -> None:
+    assert main([command, "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "%%" not in out and "(default: None)" not in out
+    assert not re.search(r"\(default: [^)]*\)\s*\(default:", " ".join(out.split()))
+    assert main(["--help"]) == EXIT_OK
+    assert "%%" not in capsys.readouterr().out
+
+
+def test_fix_until_step_and_the_schedule_of_a_log_without_lr(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    doc = run_json(capsys, "predict", str(log), "--until-step", "90", "--fix", "L0=0.45", *FAST)
+    assert doc["fit"]["fixed"]["L0"] == 0.45 and "L0" not in doc["fit"]["params"]
+    assert max(last for _first, last in doc["fit"]["train_steps"].values()) == 90
+    nolr = _plain_log(tmp_path / "nolr.csv", lr=None)
+    assert main(["predict", str(nolr), *FAST]) == EXIT_USAGE
+    assert "--schedule-of-log" in capsys.readouterr().err
+    doc = run_json(
+        capsys,
+        "predict",
+        str(nolr),
+        "--lr",
+        "0.1",
+        "--schedule-of-log",
+        "cosine",
+        "--warmup",
+        "30",
+        "--log-steps",
+        "150",
+        *FAST,
+    )
+    from lossrate.schedule import Schedule
+
+    lr = Schedule.make("cosine", peak=0.1, n_steps=150, warmup=30).lr
+    t = np.asarray(doc["t"])
+    np.testing.assert_allclose(np.diff(t), lr[:-1], rtol=1e-9)
+
+
+def test_predict_warmup_defaults_to_the_logs_warmup(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    doc = run_json(capsys, "predict", str(log), "--schedule", "cosine", "--steps", "200", *FAST)
+    step_lr = np.diff(np.asarray(doc["t"]))
+    assert step_lr[0] == pytest.approx(0.1 / 30)  # warmed up over the log's 30 steps, not 0
+    doc = run_json(
+        capsys,
+        "predict",
+        str(log),
+        "--schedule",
+        "cosine",
+        "--steps",
+        "200",
+        "--warmup",
+        "0",
+        *FAST,
+    )
+    assert np.diff(np.asarray(doc["t"]))[0] == pytest.approx(0.1)
+
+
+def test_prior_takes_plain_csv_logs_and_fit_takes_recorder_folders(capsys, tmp_path) -> None:
+    runs = tmp_path / "earlier"
+    runs.mkdir()
+    for k, scale in enumerate((1.0, 1.1, 0.9)):
+        _plain_log(runs / f"run{k}.csv", loss_scale=scale)
+    new = _plain_log(tmp_path / "new.csv", loss_scale=1.05)
+    base = ["--bootstrap", "0", "-q", "--loss", "mse", "--model", "ode_relax"]
+    doc = run_json(capsys, "predict", str(new), "--until", "0.4", "--prior", str(runs), *base)
+    assert doc["prior"] == str(runs)
+    doc = run_json(
+        capsys, "predict", str(new), "--until", "0.4", "--prior", str(runs / "run0.csv"), *base
+    )
+    assert doc["prior"] == str(runs / "run0.csv")
+    recorded = tmp_path / "recorder_run"
+    recorded.mkdir()
+    from lossrate.readers import read_log
+
+    read_log(new).write(recorded / "trajectory.csv")
+    assert main(["fit", str(recorded), *FAST]) == EXIT_OK, capsys.readouterr().err
+    assert (recorded / "recorder_run.lossrate" / "report.html").is_file()
+    assert main(["predict", str(recorded), *FAST]) == EXIT_OK
+
+
+def test_report_checks_the_settings_it_reads_back(capsys, tmp_path) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    out = tmp_path / "rep"
+    assert main(["fit", str(log), "--out", str(out), *FAST]) == EXIT_OK
+    doc = json.loads((out / "fit.json").read_text())
+    for key, value in (("until", "abc"), ("classes", 2.5), ("peers", 3), ("lr", -1)):
+        bad = {**doc, "settings": {**doc["settings"], key: value}}
+        (out / "fit.json").write_text(json.dumps(bad))
+        assert main(["report", str(out), "-q"]) == EXIT_DATA
+        err = capsys.readouterr().err
+        assert f"settings.{key}" in err and "fit.json" in err
+
+
+def test_train_refuses_a_config_named_dot_dot(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dd.toml").write_text('name = ".."\n')
+    assert main(["train", "dd.toml", "-q"]) == EXIT_USAGE
+    assert "name" in capsys.readouterr().err
+    assert main(["train", "../x", "-q"]) == EXIT_USAGE
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dd.toml"]

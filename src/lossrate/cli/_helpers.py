@@ -384,7 +384,8 @@ def _fixes(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def _log_warmup(traj: Any) -> int:
-    """The steps the log's lr took to reach 99 % of its peak (0 when it started there)."""
+    """The warmup of the log's lr: the steps it took to reach 99 % of its peak, counting the
+    one that reached it (0 when it started there)."""
     import numpy as np
 
     if traj.lr is None or traj.n == 0:
@@ -394,7 +395,7 @@ def _log_warmup(traj: Any) -> int:
     if not peak > 0 or lr[0] >= 0.99 * peak:
         return 0
     at = int(np.argmax(lr >= 0.99 * peak))
-    return int(traj.step[at] - traj.step[0])
+    return int(traj.step[at] - traj.step[0]) + 1  # lr_k = peak (k + 1) / warmup
 
 
 def _check_outputs(

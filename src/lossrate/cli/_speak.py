@@ -15,6 +15,7 @@ __all__ = ["cli_text", "error_text"]
 _PHRASES: tuple[tuple[str, str], ...] = (
     (r"\bfix=\{\{?['\"]?(\w+)['\"]?: *(?:\.\.\.|[^}]*)\}\}?", r"--fix \1=VALUE"),
     (r"\bfix=\{\.\.\.\}", "--fix NAME=VALUE"),
+    (r"\bthrough fix=\.\.\.", "with --fix NAME=VALUE"),
     (r"\(Trajectory\.read\(\.\.\., drop_nonfinite=True\)\)", "(--drop-nonfinite)"),
     (r"\bdrop_nonfinite=True", "--drop-nonfinite"),
     (r"\binterpolate_lr=True", "--interpolate-lr"),

@@ -260,3 +260,16 @@ def test_a_prediction_barely_past_the_log_still_backtests() -> None:
     traj, sch, _ = _power_run()
     af = fit_auto(traj, schedule=sch, models="power_S,exponential")  # the schedule ends 1 step on
     assert af.ratio == pytest.approx(1.25) and len(af.backtests) > 0
+
+
+def test_worker_processes_give_the_serial_answer_exactly() -> None:
+    traj, sch, _ = _power_run(n_steps=1000)
+    models = "power_steps,exponential,ode"
+    one = lr.fit(traj.prefix(0.3), schedule=sch, candidates=models, jobs=1)
+    two = lr.fit(traj.prefix(0.3), schedule=sch, candidates=models, jobs=2)
+    assert one.weights == two.weights and one.combination.scores == two.combination.scores
+    p1, p2 = lr.predict(one, traj.step), lr.predict(two, traj.step)
+    np.testing.assert_array_equal(p1.loss, p2.loss)
+    np.testing.assert_array_equal(p1.upper, p2.upper)
+    with pytest.raises(InvalidArgumentError, match="jobs"):
+        lr.fit(traj, schedule=sch, jobs=-3)

@@ -40,6 +40,7 @@ AUTO_OPTIONS = (
     "earlier",
     "candidates",
     "max_points",
+    "jobs",
 )
 
 

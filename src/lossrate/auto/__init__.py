@@ -1,7 +1,8 @@
 """``auto``: the default predictor. It fits the ODE models and the peer laws on a run's
 prefix, weighs them by rolling-origin backtests inside the prefix at the extrapolation
-ratio asked for (stacking or the single best, whichever backtests better), and calibrates
-the interval on the backtest errors (see :mod:`lossrate.auto._fit`).
+ratio asked for (weights inverse to each model's squared backtest error; stacking and the
+single best are measured beside it), and calibrates the interval on the backtest errors
+(see :mod:`lossrate.auto._fit`). ``jobs`` > 1 runs its fits in worker processes.
 
 Use it through :func:`lossrate.fit` (``model="auto"``, the default) and
 :func:`lossrate.predict`.

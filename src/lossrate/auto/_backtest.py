@@ -29,7 +29,15 @@ from ..schedule import Schedule
 from ..trajectory import Trajectory
 from ._candidates import Candidate
 
-__all__ = ["Backtest", "plan_origins", "run_backtests"]
+__all__ = [
+    "Backtest",
+    "Plan",
+    "plan_backtests",
+    "plan_origins",
+    "plan_transfer_tests",
+    "point_prediction",
+    "run_backtests",
+]
 
 #: backtest origins planned per group (full ratio; late)
 N_ORIGINS = 3
@@ -98,67 +106,53 @@ def plan_origins(
     return out
 
 
-def run_backtests(
-    traj: Trajectory,
-    schedule: Schedule,
-    smooth_log: np.ndarray,
-    ratio: float,
-    cands: Sequence[Candidate],
-    *,
-    seed: int = 0,
-    on_fit: Callable[[], None] | None = None,
-) -> list[Backtest]:
-    """Fit every candidate at every planned origin and predict to its horizon.
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """One backtest to run: fit every candidate on ``head`` (under ``schedule``) and score
+    it at ``steps`` against ``observed`` (smoothed ln L); ``ratio`` as in :class:`Backtest`."""
 
-    ``traj`` is the (thinned) prefix, ``smooth_log`` its smoothed ln L.
-    """
-    tick = on_fit or (lambda: None)
-    out = []
+    origin: int
+    head: Trajectory
+    schedule: Schedule
+    steps: np.ndarray
+    ratio: np.ndarray
+    observed: np.ndarray
+    run: str = ""
+
+    def backtest(self, preds: dict[str, np.ndarray]) -> Backtest:
+        return Backtest(self.origin, self.steps, self.ratio, self.observed, preds, self.run)
+
+
+def plan_backtests(
+    traj: Trajectory, schedule: Schedule, smooth_log: np.ndarray, ratio: float
+) -> list[Plan]:
+    """The rolling-origin backtests inside the (thinned) prefix ``traj``, whose smoothed
+    ln L is ``smooth_log``."""
     s0 = int(traj.step[0])
+    out = []
     for origin, horizon in plan_origins(traj.step, ratio):
-        head = traj.select(traj.step <= origin)
         scored = (traj.step > origin) & (traj.step <= horizon)
         steps = traj.step[scored]
-        preds = {}
-        for c in cands:
-            preds[c.label] = _point_prediction(c, head, schedule, steps, seed)
-            tick()
         out.append(
-            Backtest(
+            Plan(
                 origin=origin,
+                head=traj.select(traj.step <= origin),
+                schedule=schedule,
                 steps=steps,
                 ratio=(steps - s0) / max(origin - s0, 1),
                 observed=smooth_log[scored],
-                preds=preds,
             )
         )
     return out
 
 
-def _point_prediction(
-    c: Candidate, head: Trajectory, schedule: Schedule, steps: np.ndarray, seed: int
-) -> np.ndarray:
-    nan = np.full(steps.shape, np.nan)
-    try:
-        model = c.build(schedule)
-        opts = {"starts": 0, **dict(c.options)}
-        f = fit(RunData(head, schedule), model, intervals=False, seed=seed, **opts)
-        with np.errstate(all="ignore"):
-            lm = np.log(np.asarray(f.model.curve(f.theta(), f.runs[0], steps), dtype=float))
-    except LossrateError:
-        return nan
-    return np.where(np.isfinite(lm), lm, np.nan)
-
-
-def run_transfer_tests(
+def plan_transfer_tests(
     runs: Mapping[str, RunData],
     fraction: float,
-    cands: Sequence[Candidate],
     *,
     max_points: int,
-    seed: int = 0,
     thin: Callable[[Trajectory, int], Trajectory],
-) -> list[Backtest]:
+) -> list[Plan]:
     """Earlier runs as tests at the full ratio: each is cut at the same ``fraction`` of its
     steps as the run being predicted, every candidate is fitted on that cut alone and
     scored on the rest of the run (against its smoothed loss). Runs too short to cut are
@@ -174,15 +168,51 @@ def run_transfer_tests(
         smooth_log = np.log(smoothed(whole.loss))
         steps = whole.step[~head_mask]
         s0, origin = int(whole.step[0]), int(head.step[-1])
-        preds = {c.label: _point_prediction(c, head, rd.schedule, steps, seed) for c in cands}
         out.append(
-            Backtest(
+            Plan(
                 origin=origin,
+                head=head,
+                schedule=rd.schedule,
                 steps=steps,
                 ratio=(steps - s0) / max(origin - s0, 1),
                 observed=smooth_log[~head_mask],
-                preds=preds,
                 run=str(name),
             )
         )
     return out
+
+
+def point_prediction(
+    c: Candidate, head: Trajectory, schedule: Schedule, steps: np.ndarray, seed: int
+) -> np.ndarray:
+    """ln L of candidate ``c`` fitted on ``head`` at ``steps`` (NaN where its fit failed or
+    its curve is not finite). One start per guess, no interval: a backtest needs the point."""
+    nan = np.full(steps.shape, np.nan)
+    try:
+        model = c.build(schedule)
+        opts = {"starts": 0, **dict(c.options)}
+        f = fit(RunData(head, schedule), model, intervals=False, seed=seed, **opts)
+        with np.errstate(all="ignore"):
+            lm = np.log(np.asarray(f.model.curve(f.theta(), f.runs[0], steps), dtype=float))
+    except LossrateError:
+        return nan
+    return np.where(np.isfinite(lm), lm, np.nan)
+
+
+def run_backtests(
+    traj: Trajectory,
+    schedule: Schedule,
+    smooth_log: np.ndarray,
+    ratio: float,
+    cands: Sequence[Candidate],
+    *,
+    seed: int = 0,
+) -> list[Backtest]:
+    """Fit every candidate at every planned origin and predict to its horizon, serially
+    (``auto`` runs the same plans through its task pool)."""
+    return [
+        plan.backtest(
+            {c.label: point_prediction(c, plan.head, schedule, plan.steps, seed) for c in cands}
+        )
+        for plan in plan_backtests(traj, schedule, smooth_log, ratio)
+    ]

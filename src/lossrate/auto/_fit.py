@@ -6,9 +6,10 @@
    each by its own recipe, all through :func:`lossrate.fit`) is fitted on the prefix and on
    the rolling-origin backtests inside it, at the extrapolation ratio asked for
    (:mod:`._backtest`).
-3. Their weights come from the backtests: stacking or the single best, whichever does
-   better out of sample (:mod:`._combine`). The prediction is the weighted mean of the
-   members' ln L.
+3. Their weights come from the backtests, inverse to each model's squared backtest error
+   (:mod:`._combine`). The prediction is the weighted mean of the members' ln L. The fits
+   of steps 2 run in ``jobs`` worker processes when asked (:mod:`._pool`), with the
+   serial answer.
 4. The 90 % interval is calibrated on the backtest errors at matching horizons
    (:mod:`._calibrate`); observation noise, measured on the raw prefix around its smoothed
    curve, is added for the interval of an observed loss.
@@ -28,11 +29,12 @@ from ..fitting.engine import Fit, as_run, fit
 from ..metrics import smooth_window, smoothed
 from ..schedule import Schedule, decays_after_peak
 from ..trajectory import Trajectory
-from ._backtest import run_backtests, run_transfer_tests
+from ._backtest import plan_backtests, plan_transfer_tests, point_prediction
 from ._calibrate import calibrate
 from ._candidates import DECAY_SHARE, Candidate, candidates
 from ._combine import combine
 from ._members import drop_outliers, implausible, pooled_floor
+from ._pool import check_jobs, run_tasks
 from ._result import AutoFit, AutoModel
 
 __all__ = ["fit_auto", "thin"]
@@ -112,6 +114,28 @@ def _as_run(data: Any, schedule: Schedule | None) -> RunData:
     return as_run(data, AutoModel(), schedule)
 
 
+# ---------------------------------------------------------------- tasks
+def _task(task: tuple[Any, ...]) -> Any:
+    """One fit: a backtest's point prediction (an array) or a final fit (a Fit, or the
+    error message when it failed)."""
+    if task[0] == "point":
+        _, c, head, schedule, steps, seed = task
+        return point_prediction(c, head, schedule, steps, seed)
+    _, c, frun, level, seed = task
+    try:
+        return fit(frun, c.build(frun.schedule), bootstrap=0, level=level, seed=seed, **c.options)
+    except LossrateError as exc:
+        return str(exc)
+
+
+def _cost(task: tuple[Any, ...]) -> float:
+    """Rough relative cost of a task (the drop-sum models are the slow ones; final fits
+    run several starts and an interval)."""
+    c = task[1]
+    base = 4.0 if c.lumped else 2.0 if c.model == "ode" else 1.0
+    return base * (3.0 if task[0] == "final" else 1.0)
+
+
 # ---------------------------------------------------------------- fit
 def fit_auto(
     data: Trajectory | RunData,
@@ -124,6 +148,7 @@ def fit_auto(
     level: float = 0.9,
     seed: int = 0,
     max_points: int = MAX_POINTS,
+    jobs: int = 1,
     progress: Callable[[str], None] | None = None,
 ) -> AutoFit:
     """Fit ``auto`` on a run's logged steps (module docstring).
@@ -146,6 +171,8 @@ def fit_auto(
         level: interval level.
         seed: seed of the fits' starts.
         max_points: the prefix is thinned to at most this many points.
+        jobs: worker processes for the fits (1: none; 0: every core); the answer is the
+            same (:mod:`._pool`).
         progress: called with the name of each finished fit.
 
     Raises:
@@ -157,6 +184,7 @@ def fit_auto(
         raise InvalidArgumentError(f"level must lie in (0, 1), e.g. 0.9, got {level!r}.")
     if int(max_points) != max_points or max_points < 20:
         raise InvalidArgumentError(f"max_points must be a whole number >= 20, got {max_points!r}.")
+    n_jobs = check_jobs(jobs)
     run = _as_run(data, schedule)
     cands = candidates(models)
     raw = run.traj
@@ -178,19 +206,24 @@ def fit_auto(
     frun = RunData(traj, run.schedule)
     say = progress or (lambda _s: None)
     smooth_log = np.log(smoothed(traj.loss))
-    backtests = run_backtests(traj, run.schedule, smooth_log, ratio, cands, seed=seed)
+    plans = plan_backtests(traj, run.schedule, smooth_log, ratio)
     if earlier:
-        backtests += run_transfer_tests(
-            _named(earlier), 1.0 / ratio, cands, max_points=int(max_points), seed=seed, thin=thin
+        plans += plan_transfer_tests(
+            _named(earlier), 1.0 / ratio, max_points=int(max_points), thin=thin
         )
+    tasks: list[tuple[Any, ...]] = [
+        ("point", c, p.head, p.schedule, p.steps, seed) for p in plans for c in cands
+    ]
+    tasks += [("final", c, frun, level, seed) for c in cands]
+    results, pool_note = run_tasks(_task, tasks, n_jobs, [_cost(t) for t in tasks])
+    preds = iter(results[: len(plans) * len(cands)])
+    backtests = [p.backtest({c.label: next(preds) for c in cands}) for p in plans]
     say("backtests")
     members: dict[str, Fit] = {}
     failed: dict[str, str] = {}
-    for c in cands:
-        try:
-            f = fit(frun, c.build(run.schedule), bootstrap=0, level=level, seed=seed, **c.options)
-        except LossrateError as exc:
-            failed[c.label] = str(exc)
+    for c, f in zip(cands, results[len(plans) * len(cands) :]):
+        if isinstance(f, str):
+            failed[c.label] = f
             continue
         why = implausible(f, sn, min(max(end, sn), run.schedule.n_steps))
         if why:
@@ -227,6 +260,8 @@ def fit_auto(
         f"observed losses smoothed over {smooth_window(traj.n)} points (Savitzky-Golay, order 1, "
         "on ln L) for the backtest scores",
     ]
+    if pool_note:
+        notes.append(pool_note)
     for m in combo.weights:
         if not members[m].success:
             notes.append(f"{m}'s fit did not converge ({members[m].message}); its backtests count")

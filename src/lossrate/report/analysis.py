@@ -127,6 +127,7 @@ def fit_prefix(
     prior: Any = None,
     ahead: Schedule | None = None,
     fix: Mapping[str, float] | None = None,
+    jobs: int = 1,
 ) -> FitResult:
     """Fit ``model`` on the first ``until`` of the run's steps, under the whole run's schedule.
 
@@ -138,6 +139,7 @@ def fit_prefix(
     ``ahead``: the schedule a what-if
     prediction will follow (``auto`` backtests at its horizon and weighs the laws with a decay
     gain when it decays). ``fix``: parameters held at a value (not with ``model="auto"``).
+    ``jobs``: worker processes for auto's fits (1: none; 0: every core).
     """
     from ..fit import fit
 
@@ -165,7 +167,9 @@ def fit_prefix(
         extra: dict[str, Any] = {} if ahead is None else {"ahead": ahead}
         if prior is not None:  # auto takes the earlier runs themselves
             extra["earlier"] = prior
-        return fit(part, "auto", schedule=_schedule_of(traj), level=level, seed=seed, **extra)
+        return fit(
+            part, "auto", schedule=_schedule_of(traj), level=level, seed=seed, jobs=jobs, **extra
+        )
     if prior is not None:
         from ..prior import fit_with_prior
 
@@ -204,6 +208,7 @@ def analyze(
     on_stage: Callable[[str], None] | None = None,
     prior: Any = None,
     fix: Mapping[str, float] | None = None,
+    jobs: int = 1,
 ) -> Analysis:
     """Fit on a prefix, predict the run, fit the peers, and compute the headline numbers.
 
@@ -221,6 +226,7 @@ def analyze(
             MAP fit of :func:`lossrate.fit_with_prior` with the prior's model; the peers are
             fitted on the prefix alone.
         fix: parameters of the main model held at a value (:func:`fit_prefix`).
+        jobs: worker processes for auto's fits (1: none; 0: every core).
 
     With ``model="auto"`` the peers are its members (each candidate's fit on the prefix),
     so nothing is fitted twice; a peer it does not hold is fitted as usual.
@@ -241,6 +247,7 @@ def analyze(
         seed=seed,
         prior=prior,
         fix=fix,
+        jobs=jobs,
     )
     done("fit")
     if prior is not None and not isinstance(f, AutoFit):

@@ -619,3 +619,13 @@ def test_train_refuses_a_config_named_dot_dot(capsys, tmp_path, monkeypatch) -> 
     assert "name" in capsys.readouterr().err
     assert main(["train", "../x", "-q"]) == EXIT_USAGE
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dd.toml"]
+
+
+def test_a_log_whose_file_name_is_not_utf8(capsys, tmp_path) -> None:
+    import os
+
+    log = _plain_log(tmp_path / os.fsdecode(b"run\xff\xfe.csv"))
+    assert main(["fit", str(log), *FAST]) == EXIT_OK, capsys.readouterr().err
+    folder = tmp_path / os.fsdecode(b"run\xff\xfe.lossrate")
+    doc = json.loads((folder / "fit.json").read_text())
+    assert "\ufffd" in doc["settings"]["log"] and (folder / "report.html").is_file()

@@ -22,6 +22,7 @@ from ._helpers import (
     _model,
     _names,
     _read,
+    _shown,
     _span,
     _Stages,
     _unique_name,
@@ -147,7 +148,7 @@ def _fit_and_report(
             **settings,
             "until": until,
             "model": _model(args),
-            "prior": str(args.prior) if with_prior else None,
+            "prior": _shown(args.prior) if with_prior else None,
             "peers": ",".join(peers),
             "target": target,
             "fix": ",".join(f"{k}={v!r}" for k, v in (_fixes(args) or {}).items()) or None,
@@ -238,7 +239,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         text += f"\nfull curve: {args.csv}"
     data = {
         "model": f.model.describe(),
-        "prior": str(args.prior) if with_prior else None,
+        "prior": _shown(args.prior) if with_prior else None,
         "fit": f.to_dict(),
         "schedule": schedule.name if schedule else "logged",
         "level": pred.level,

@@ -146,6 +146,11 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     _check_loss_range(traj, path)
     meta = traj.meta
     changes: dict[str, Any] = {}
+    if meta.name is not None and _shown(meta.name) != meta.name:
+        changes["name"] = _shown(meta.name)  # a file name that is not UTF-8 (figures, page)
+    extra = {k: _shown(v) if isinstance(v, str) else v for k, v in meta.extra.items()}
+    if extra != dict(meta.extra):
+        changes["extra"] = extra
     if args.loss is not None:
         changes["loss"] = args.loss
     elif meta.loss is None:
@@ -183,7 +188,7 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     elif changes:
         traj = traj.replace(meta=meta)
     settings = {
-        "log": str(path),
+        "log": _shown(path),
         "format": args.format,
         "loss": traj.meta.loss,
         "classes": traj.meta.classes,
@@ -194,6 +199,12 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         settings["schedule_of_log"] = of_log
         settings["warmup_of_log"] = getattr(args, "warmup", None) or 0
     return traj, settings
+
+
+def _shown(path: Any) -> str:
+    """``str(path)`` as text that can be printed and written as UTF-8: bytes of a file name
+    that are not UTF-8 become U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _lr_gap_note(traj: Any) -> str | None:

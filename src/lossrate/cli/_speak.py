@@ -66,10 +66,11 @@ def cli_text(text: str) -> str:
     """``text`` with Python argument names replaced by the flags of ``lossrate``."""
     for pattern, repl in _COMPILED:
         text = pattern.sub(repl, text)
-    return text
+    # file names that are not UTF-8 carry lone surrogates: show their bytes as U+FFFD
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def error_text(exc: BaseException) -> str:
     """The message of ``exc`` as the command line shows it."""
     own = getattr(exc, "cli", None)
-    return own if isinstance(own, str) and own else cli_text(str(exc))
+    return cli_text(own if isinstance(own, str) and own else str(exc))

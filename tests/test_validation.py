@@ -167,3 +167,54 @@ def test_a_100000_deep_header_is_a_data_error_not_a_recursion_error(
     )
     with pytest.raises(DataError, match="nested more than"):
         read_log(path)
+
+
+# ------------------------------------------------------------------ configs and checkpoints
+def test_a_config_named_dot_dot_or_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    from lossrate import InvalidArgumentError
+    from lossrate.experiments.config import load_config
+
+    (tmp_path / "dd.toml").write_text('name = ".."\n')
+    with pytest.raises(InvalidArgumentError, match=r"name = '\.\.'.*'\.\.' or a path is refused"):
+        load_config(tmp_path / "dd.toml")
+    with pytest.raises(InvalidArgumentError, match="neither a file nor a shipped config name"):
+        load_config("../../etc/x")
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_config(tmp_path / "deep.toml")
+
+
+def test_a_foreign_checkpoint_gets_lossrates_message_and_temporaries_are_cleaned(
+    tmp_path: Path,
+) -> None:
+    torch = pytest.importorskip("torch")
+    from lossrate.experiments import run_experiment
+    from lossrate.experiments.config import load_config
+
+    cfg = load_config("teacher_student_gd")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(cfg.to_toml())
+    torch.save({"evil": _Evil()}, run / "checkpoint.pt")
+    (run / ".checkpoint.pt.k3j4h5g6.tmp").write_bytes(b"\0" * 1000)  # left by a killed run
+    with pytest.raises(DataError, match="not one lossrate wrote") as info:
+        run_experiment(cfg, run, resume=True, progress=False)
+    assert "weights_only" not in str(info.value) and "--resume" in str(info.value)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.toml"]
+
+
+class _Evil:
+    """An object torch's safe loader refuses (a pickle could run code)."""
+
+
+def test_a_damaged_row_on_resume_names_its_line(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from lossrate.experiments.runner import _truncate_rows
+
+    path = tmp_path / "trajectory.csv"
+    path.write_text("# {}\nstep,t,loss\n0,0.0,1.0\nx1,0.1,0.9\n2,0.2,0.8\n3,0.3,0.7\n")
+    with pytest.raises(DataError, match="line 4 is damaged"):
+        _truncate_rows(path, 3)
+    path.write_text("# {}\nstep,t,loss\n0,0.0,1.0\n1,0.1,0.9\n2,0.2,0.8\n\x00\x00\n")
+    _truncate_rows(path, 2)  # a damaged last row: a write the kill cut short
+    assert path.read_text().splitlines()[2:] == ["0,0.0,1.0", "1,0.1,0.9"]

@@ -629,3 +629,34 @@ def test_a_log_whose_file_name_is_not_utf8(capsys, tmp_path) -> None:
     folder = tmp_path / os.fsdecode(b"run\xff\xfe.lossrate")
     doc = json.loads((folder / "fit.json").read_text())
     assert "\ufffd" in doc["settings"]["log"] and (folder / "report.html").is_file()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format": "lossrate-prior", "version": 1, "model": "ode_relax", "params": {"rho_ref": '
+        '{"centre": "x", "spread": 0.1, "log": true}}, "sources": []}',
+        '{"format": "lossrate-prior", "version": null, "model": "ode_relax"}',
+        '{"format": "lossrate-prior", "version": 1, "model": "ode_relax", "params": {"rho_ref": '
+        '{"centre": 1e308, "spread": 0.1, "log": true}}, "sources": []}',
+        '{"params": {"rho_ref": ' + "1" * 5000 + "}}",
+        "[1, 2, 3]",
+        "[" * 100_000 + "]" * 100_000,
+        '{"params": {"rho_ref": -5}}',
+    ],
+)
+def test_bad_prior_files_are_bad_data_under_the_cli(capsys, tmp_path, text) -> None:
+    log = _plain_log(tmp_path / "run.csv")
+    prior = tmp_path / "prior.json"
+    prior.write_text(text)
+    argv = ["fit", str(log), "--prior", str(prior), "--model", "ode_relax", "--bootstrap", "0"]
+    assert main([*argv, "-q"]) == EXIT_DATA
+    err = capsys.readouterr().err
+    assert "prior.json" in err and "internal error" not in err
+
+
+def test_train_out_naming_a_file_is_refused(capsys, tmp_path) -> None:
+    target = tmp_path / "x.csv"
+    target.write_text("keep")
+    assert main(["train", "teacher_student_gd", "--out", str(target), "-q"]) == EXIT_USAGE
+    assert "--out" in capsys.readouterr().err and target.read_text() == "keep"

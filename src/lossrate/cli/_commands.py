@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import DataError
+from .._errors import DataError, InvalidArgumentError
 from ._helpers import (
     _check_outputs,
     _closure,
@@ -65,6 +65,11 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
     if args.set:
         config = config.override(dict(args.set))
     out = args.out or Path("runs") / config.name
+    if out.exists() and not out.is_dir():
+        raise InvalidArgumentError(
+            f"--out {str(out)!r} is a file, not a folder; name the run folder (it is created), "
+            f"e.g. --out runs/{config.name}."
+        )
     from ..demo import torch_threads
 
     with torch_threads(args.threads or None):

@@ -117,6 +117,22 @@ def test_families_build_what_they_say() -> None:
         WSD(("square",))
 
 
+def test_earlier_runs_that_reached_less_than_promised_are_named(wsd_fit) -> None:
+    cos = Schedule.cosine(PEAK, N)
+    exact = _run(Schedule.wsd(PEAK, N, decay_start=1000), sd=0.0)
+    better = _run(cos, sd=0.0)
+    better = better.replace(loss=0.7 * better.loss, meta=RunMeta(name="cosine_run"))
+    fam = WSD(("linear",), final=0.0, to_end=True)
+    res = optimize_schedule(wsd_fit, N, fam, earlier={"a": exact, "b": better}, top=1)
+    assert len(res.checks) == 2
+    assert abs(res.checks[0].log_error) < 0.01
+    assert res.checks[1].log_error == pytest.approx(np.log(0.7), abs=0.02)
+    assert any("cosine_run" in n and "already reached less" in n for n in res.notes)
+    assert "vs" in res.report() and len(res.to_dict()["earlier_checks"]) == 2
+    res = optimize_schedule(wsd_fit, N, fam, earlier={"a": exact}, top=1)
+    assert not any("already reached less" in n for n in res.notes)
+
+
 # ---------------------------------------------------------------- files
 def test_a_schedule_written_and_read_back_is_identical(tmp_path) -> None:
     rng = np.random.default_rng(3)

@@ -78,7 +78,7 @@ def _cmd_optimize(args: argparse.Namespace) -> Any:
     from ..report.schedule_figure import schedule_figure
     from ..schedule import Schedule
     from ._commands import Outcome
-    from ._helpers import _load_prior, _model, _read, _Stages
+    from ._helpers import _earlier_runs, _load_prior, _model, _read, _Stages
 
     families = [f.strip() for f in str(args.family).split(",") if f.strip()]
     if args.steps < 10:
@@ -99,11 +99,15 @@ def _cmd_optimize(args: argparse.Namespace) -> Any:
         )
         st.advance("fit")
         is_auto = hasattr(f, "combination")
+        if is_auto or args.prior is None or not args.prior.is_dir():
+            earlier = prior if is_auto else None
+        else:  # the runs behind the prior, to check the fit against what they reached
+            earlier = _earlier_runs(args)
         result = optimize_schedule(
             f,
             args.steps,
             families,
-            earlier=prior if is_auto else None,
+            earlier=earlier,
             prior=None if is_auto else prior,
             peak=args.peak_lr,
             min_lr=args.min_lr,

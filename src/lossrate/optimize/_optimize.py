@@ -24,6 +24,7 @@ from .._results import FitResult, Prediction
 from ..auto import AutoFit
 from ..schedule import Schedule, decays_after_peak
 from ..trajectory import Trajectory
+from ._check import beaten_by, check_earlier
 from ._family import Budget, Family
 from ._objective import Objective, fitted_run
 from ._registry import FAMILIES, get_family
@@ -61,9 +62,12 @@ def optimize_schedule(
             end before the fitted steps do, to plan the next run).
         family: ``"wsd"``, ``"cosine"``, ``"free"`` (or a :class:`Family`), or several.
         data: the prefix, when ``fit_or_prior`` is a Prior.
-        earlier: the earlier runs given to the fit (``lossrate.fit(..., earlier=...)``):
-            their peak lrs widen the range the peak may take, and a decay among them
-            identifies the decay gain.
+        earlier: the earlier runs (trajectories with their lr, or RunData) given to the fit
+            (``lossrate.fit(..., earlier=...)``) or behind its prior: their peak lrs widen
+            the range the peak may take, a decay among them identifies the decay gain, and
+            the fit's prediction for each one's own schedule is checked against the loss it
+            reached (``ScheduleOptimum.checks``; a note names those of the same budget that
+            reached less than the recommendation promises).
         prior: the :class:`lossrate.Prior` a given fit was made under (likewise: its runs'
             peaks and whether any decayed).
         peak: the peak lr (default: the prefix's). It must lie within the peak lrs the prefix
@@ -144,6 +148,17 @@ def optimize_schedule(
             "own interval reads only the fitted steps and still allows the largest drop "
             "linear response permits; the gains' intervals above are the members' spread"
         )
+    checks = check_earlier(earlier, lambda st, sc: _predict(fit, st, sc, lev))
+    best_loss = min(f.loss for f in families.values())
+    corrected, beaten = beaten_by(checks, best_loss, n, budget.peak)
+    if beaten:
+        names = ", ".join(f"{c.name} ({c.realised:.4g})" for c in beaten)
+        notes.append(
+            f"earlier runs of this budget already reached less than the best schedule's "
+            f"{best_loss:.4g} corrected by the fit's median error on the earlier runs "
+            f"({corrected:.4g}): {names}; the law may not rank their schedules right, so "
+            "consider keeping the best of them"
+        )
     if len(set(peaks)) == 1 and peak is None:
         notes.append(
             f"the peak lr is held at {top_peak:.4g}, the only peak the fit has seen; give "
@@ -158,6 +173,7 @@ def optimize_schedule(
         references={k: (refs[k], ref_pred[k]) for k in refs},
         notes=tuple(notes),
         peaks_seen=tuple(sorted(set(peaks))),
+        checks=checks,
     )
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from .._results import Prediction
 from ..schedule import Schedule
+from ._check import EarlierCheck
 from ._family import Budget
 
 __all__ = ["FamilyOptimum", "Gain", "ScheduleOptimum"]
@@ -97,6 +98,7 @@ class ScheduleOptimum:
     references: Mapping[str, tuple[Schedule, Prediction]]
     notes: tuple[str, ...] = ()
     peaks_seen: tuple[float, ...] = field(default=())
+    checks: tuple[EarlierCheck, ...] = field(default=())
 
     @property
     def best(self) -> FamilyOptimum:
@@ -136,6 +138,15 @@ class ScheduleOptimum:
                 f"{best.gain('current').text()}. Give earlier runs that decayed (--prior) "
                 "to identify it."
             )
+        if self.checks:
+            lines.append(
+                "earlier runs, the fit's prediction for their own schedule vs the smoothed loss "
+                "they reached: "
+                + "; ".join(
+                    f"{c.name} {c.predicted:.4g} vs {c.realised:.4g} ({100 * c.log_error:+.1f} %)"
+                    for c in self.checks
+                )
+            )
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -159,6 +170,10 @@ class ScheduleOptimum:
                 for k, (_s, p) in self.references.items()
             },
             "peaks_seen": list(self.peaks_seen),
+            "earlier_checks": [
+                {"run": c.name, "step": c.step, "predicted": c.predicted, "realised": c.realised}
+                for c in self.checks
+            ],
             "notes": list(self.notes),
         }
 

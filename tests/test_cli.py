@@ -660,3 +660,27 @@ def test_train_out_naming_a_file_is_refused(capsys, tmp_path) -> None:
     target.write_text("keep")
     assert main(["train", "teacher_student_gd", "--out", str(target), "-q"]) == EXIT_USAGE
     assert "--out" in capsys.readouterr().err and target.read_text() == "keep"
+
+
+def test_numpy_warnings_are_summed_in_one_line_in_cli_words(capsys, tmp_path, monkeypatch) -> None:
+    import warnings
+
+    from lossrate import DataError
+
+    def noisy(*args, **kwargs):
+        with np.errstate(over="warn", invalid="warn"):
+            for _ in range(20):
+                np.exp(np.array([1e5]))
+                np.array([np.inf]) - np.array([np.inf])
+        warnings.warn(
+            "give starting values through fix=..., or another model", UserWarning, stacklevel=2
+        )
+        raise DataError("stop here")
+
+    monkeypatch.setattr("lossrate.report.analysis.analyze", noisy)
+    log = _plain_log(tmp_path / "run.csv")
+    assert main(["fit", str(log), *FAST]) == EXIT_DATA
+    lines = capsys.readouterr().err.splitlines()
+    assert len([ln for ln in lines if "floating-point warning" in ln]) == 1
+    assert "RuntimeWarning" not in "\n".join(lines)
+    assert any("--fix NAME=VALUE" in ln and "fix=" not in ln for ln in lines)

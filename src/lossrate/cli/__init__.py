@@ -89,9 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _warnings_in_cli_words() -> Iterator[None]:
     """Python warnings raised by a command, shown once each in the command's words on stderr;
     numpy's and scipy's floating-point warnings (overflow, invalid value) summed in one line."""
-    import numpy as np
-
-    with warnings.catch_warnings(record=True) as caught, np.errstate(all="warn"):
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield

@@ -187,7 +187,7 @@ OPTION_VALUES = {
     "--peak-lr": ["0.1", "0", "abc"],
     "--decay-start": ["30", "0", "1000"],
     "--target": ["0.5", "0", "-1", "10"],
-    "--schedule-of-log": ["cosine", "constant", "bogus"],
+    "--schedule-of-log": ["cosine", "constant", "linear", "wsd"],
     "--param": ["a=0.1", "alpha=1.6", "x=y"],
     "--prior": ["PRIOR", "LOG", "/no/such/dir"],
 }

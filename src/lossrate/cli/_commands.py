@@ -439,7 +439,7 @@ def _saved_settings(path: Path) -> dict[str, Any]:
     return out
 
 
-_LOG_SHAPES = ("constant", "cosine", "wsd", "step", "linear")
+_LOG_SHAPES = ("constant", "cosine", "linear")
 
 
 def _saved_fix(text: str, path: Path) -> list[tuple[str, float]]:

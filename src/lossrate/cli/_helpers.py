@@ -176,7 +176,7 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         raise InvalidArgumentError(
             f"{str(path)!r} has no learning-rate column, and the ODE runs in intrinsic time "
             "t = sum of lr; pass --lr LR (the constant or peak learning rate used, with "
-            "--schedule-of-log cosine|linear|wsd|step --warmup N for its schedule) or --lr-key "
+            "--schedule-of-log cosine|linear --warmup N for its schedule) or --lr-key "
             "NAME (the column that holds it)."
         )
     if traj.lr is None:

@@ -229,10 +229,10 @@ def _log_options(
     )
     g.add_argument(
         "--schedule-of-log",
-        choices=("constant", "cosine", "wsd", "step", "linear"),
+        choices=("constant", "cosine", "linear"),
         default=None,
         metavar="SHAPE",
-        help="the lr schedule of a log without lr column (constant, cosine, wsd, step, linear), "
+        help="the lr schedule of a log without lr column (constant, cosine to 0, linear to 0), "
         "with peak --lr, --warmup N and --log-steps N (the run's total steps; default: the "
         "log's last step + 1)",
     )

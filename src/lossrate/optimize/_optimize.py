@@ -142,6 +142,15 @@ def optimize_schedule(
         seeds.append(sch)
         say(fam.name)
     notes = list(dict.fromkeys(w for f in families.values() for w in f.prediction.warnings))
+    if identified and not isinstance(fit, AutoFit):
+        # lossrate.predict's decay check reads only the fitted steps
+        unseen = [w for w in notes if w.startswith("the decay gain is not identified")]
+        notes = [w for w in notes if w not in unseen]
+        if unseen:
+            notes.append(
+                "lossrate.predict notes that the fitted steps hold no lr decay; the earlier "
+                "runs (or the prior's) did decay, which identifies the decay gain here"
+            )
     if isinstance(fit, AutoFit) and not fit.decay_seen and identified:
         notes.append(
             "the earlier runs decayed, so the decay gain counts as identified here, but auto's "

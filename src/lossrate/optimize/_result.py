@@ -185,10 +185,8 @@ def _gain_dict(g: Gain) -> dict[str, float]:
 def _settings_text(s: Mapping[str, float | int | str]) -> str:
     parts = []
     for k, v in s.items():
-        if isinstance(v, float):
-            parts.append(f"{k} {v:.4g}")
-        else:
-            parts.append(f"{k} {v}")
+        key = k.replace("_", " ")
+        parts.append(f"{key} {v:.4g}" if isinstance(v, float) else f"{key} {v}")
     return ", ".join(parts)
 
 

@@ -8,9 +8,11 @@ of the machine hit all of them alike (the order rotates every round):
   recorded  InstrumentedLoss + Recorder.log (one CSV row per step, fsync every 50 rows)
   +grads    recorded + gradient_metrics(model, optimizer) before the step
   acc4      plain with gradient accumulation: 4 micro-batches of 32, one step
+  acc4 +grads      acc4 recorded with gradient_metrics (no groups): what +grads costs there
   +debiased acc4   acc4 recorded with GradientGroups marks after each micro-batch and
             gradient_metrics(..., groups=): the debiased norms and tr(Sigma_g), no extra
-            backward (its ratio is to acc4; DDP reads the per-rank gradients the same way)
+            backward (ratios to acc4 and to acc4 +grads: the cost of the debiasing itself)
+  +debiased acc4 -2nd  the same with GradientGroups(second_order=False) (no update_dot)
   +two-half the opt-in two-half-batch mode: recorded +grads with the batch of 128 run as two
             backward passes of 64 (its ratio is to plain: the cost of the mode)
 
@@ -20,7 +22,12 @@ blocks of the mean step time (which includes the amortised fsync). On a shared, 
 the CPU-time ratios are the meaningful ones. Targets: recorded <= 1.03, +grads <= 1.10,
 +debiased acc4 <= 1.10 (to acc4); +two-half is reported as it is.
 
-    python benchmarks/recorder_overhead.py [--rounds 30] [--block 50] [--threads 1] [--optimizer sgd]
+With ``--ddp`` the same MLP is trained by 2 gloo processes (DistributedDataParallel, batch
+64 per rank), each timing interleaved blocks of: ddp (plain step), ddp +grads (recorded with
+gradient_metrics) and ddp +debiased (DDPGradients: the per-rank gradient copied before the
+all-reduce, five numbers all-reduced per step); rank 0 prints the same table.
+
+    python benchmarks/recorder_overhead.py [--rounds 30] [--block 50] [--threads 1] [--optimizer sgd] [--ddp]
 """
 
 from __future__ import annotations
@@ -45,7 +52,11 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=50, help="steps per block")
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--ddp", action="store_true", help="the DDP rows (2 gloo processes)")
     args = parser.parse_args()
+    if args.ddp:
+        ddp_main(args)
+        return
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -75,21 +86,24 @@ def main() -> None:
         rec.log(step=step, lr=1e-3, batch=crit.last, grad=gs)
         step += 1
 
-    groups = GradientGroups(model)
+    all_groups = {True: GradientGroups(model), False: GradientGroups(model, second_order=False)}
 
-    def accumulated(debiased: bool, parts: int) -> None:
+    def accumulated(debiased: bool, parts: int, grads: bool = False, second: bool = True) -> None:
         nonlocal step
         opt.zero_grad()
         stats = []
+        groups = all_groups[second]
+        record = debiased or grads or parts == 2
         for part, w in GradientGroups.split(128, parts):
-            if debiased or parts == 2:
+            if record:
                 (crit(model(x[part]), y[part]) * w).backward()
-                groups.mark(part.stop - part.start)
+                if debiased or parts == 2:
+                    groups.mark(part.stop - part.start)
                 stats.append(crit.last)
             else:
                 (plain_loss(model(x[part]), y[part]) * w).backward()
-        if debiased or parts == 2:
-            gs = gradient_metrics(model, opt, groups=groups)
+        if record:
+            gs = gradient_metrics(model, opt, groups=groups if debiased or parts == 2 else None)
             opt.step()
             rec.log(step=step, lr=1e-3, batch=BatchStats.combine(stats), grad=gs)
             step += 1
@@ -101,10 +115,25 @@ def main() -> None:
         "recorded": lambda: recorded(False),
         "+grads": lambda: recorded(True),
         "acc4": lambda: accumulated(False, 4),
+        "acc4 +grads": lambda: accumulated(False, 4, grads=True),
         "+debiased acc4": lambda: accumulated(True, 4),
+        "+debiased acc4 -2nd": lambda: accumulated(True, 4, second=False),
         "+two-half": lambda: accumulated(True, 2),
     }
-    base_of = {"+debiased acc4": "acc4"}
+    base_of = {
+        "acc4 +grads": ("acc4",),
+        "+debiased acc4": ("acc4", "acc4 +grads"),
+        "+debiased acc4 -2nd": ("acc4", "acc4 +grads"),
+    }
+    _time(variants, base_of, args, f"MLP 784-256-10, batch 128, {args.optimizer}")
+    rec.close()
+    for path in run_dir.iterdir():
+        path.unlink()
+    run_dir.rmdir()
+
+
+def _time(variants: dict, base_of: dict, args: argparse.Namespace, title: str) -> None:
+    """Time the variants in interleaved blocks and print the table."""
     clocks = {"wall": time.perf_counter, "cpu": time.thread_time}
     steps = {(c, k): [] for c in clocks for k in variants}  # single-step times
     blocks = {(c, k): [] for c in clocks for k in variants}  # mean step time of each block
@@ -123,10 +152,9 @@ def main() -> None:
                 steps["cpu", name].append(time.thread_time() - c0)
             for c, clock in clocks.items():
                 blocks[c, name].append((clock() - start[c]) / args.block)
-    rec.close()
 
     print(
-        f"MLP 784-256-10, batch 128, {args.optimizer}, {args.threads} thread(s), "
+        f"{title}, {args.threads} thread(s), "
         f"{args.rounds} rounds x {args.block} steps per variant (interleaved)"
     )
     print(
@@ -134,23 +162,102 @@ def main() -> None:
         "processes); cpu: this thread's CPU time (robust on a busy machine, excludes fsync)"
     )
     print(
-        f"{'clock':<6}{'variant':<16} {'median step':>12} {'ratio':>7} {'median block mean':>18} "
+        f"{'clock':<6}{'variant':<21} {'median step':>12} {'ratio':>7} {'median block mean':>18} "
         f"{'ratio':>7}  to"
     )
+    first = next(iter(variants))
     for c in clocks:
         for name in variants:
-            base = base_of.get(name, "plain")
-            base_step = statistics.median(steps[c, base])
-            base_block = statistics.median(blocks[c, base])
-            st, bl = statistics.median(steps[c, name]), statistics.median(blocks[c, name])
-            print(
-                f"{c:<6}{name:<16} {st * 1e3:>9.3f} ms {st / base_step:>7.3f} "
-                f"{bl * 1e3:>15.3f} ms {bl / base_block:>7.3f}  {base}"
-            )
-    print("targets: recorded <= 1.03, +grads <= 1.10, +debiased acc4 <= 1.10 (to acc4)")
+            for base in base_of.get(name, (first,)):
+                base_step = statistics.median(steps[c, base])
+                base_block = statistics.median(blocks[c, base])
+                st, bl = statistics.median(steps[c, name]), statistics.median(blocks[c, name])
+                print(
+                    f"{c:<6}{name:<21} {st * 1e3:>9.3f} ms {st / base_step:>7.3f} "
+                    f"{bl * 1e3:>15.3f} ms {bl / base_block:>7.3f}  {base}"
+                )
+    print(
+        "targets: recorded <= 1.03, +grads <= 1.10, +debiased acc4 and ddp +debiased <= 1.10 "
+        "(to acc4 / ddp)"
+    )
+
+
+def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    from lossrate.torch import DDPGradients
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    nets = {}
+    for name in ("ddp", "ddp +grads", "ddp +debiased", "ddp +debiased -2nd"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+        nets[name] = nn.parallel.DistributedDataParallel(net)
+    all_groups = {
+        "ddp +debiased": DDPGradients(nets["ddp +debiased"]),
+        "ddp +debiased -2nd": DDPGradients(nets["ddp +debiased -2nd"], second_order=False),
+    }
+    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in nets.items()}
+    g = torch.Generator().manual_seed(rank)
+    x, y = torch.randn(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    plain_loss, crit = nn.CrossEntropyLoss(), InstrumentedLoss("ce")
+    run_dir = Path(tempfile.mkdtemp(prefix=f"lossrate-bench-ddp{rank}-"))
+    rec = Recorder(run_dir, meta=RunMeta(loss="ce", classes=10, optimizer="sgd"), rank=rank)
+    step = 0
+
+    def train(name: str) -> None:
+        nonlocal step
+        model, opt = nets[name], opts[name]
+        opt.zero_grad()
+        if name == "ddp":
+            plain_loss(model(x), y).backward()
+            opt.step()
+            return
+        crit(model(x), y).backward()
+        groups = all_groups.get(name)
+        if groups is not None:
+            groups.mark(64)
+        gs = gradient_metrics(model, opt, groups=groups)
+        opt.step()
+        rec.log(step=step, lr=1e-3, batch=crit.last, grad=gs)
+        step += 1
+
+    variants = {name: (lambda name=name: train(name)) for name in nets}
+    base_of = {
+        "ddp +grads": ("ddp",),
+        "ddp +debiased": ("ddp", "ddp +grads"),
+        "ddp +debiased -2nd": ("ddp", "ddp +grads"),
+    }
+    if rank == 0:
+        _time(variants, base_of, args, "DDP, 2 gloo processes, MLP 784-256-10, batch 64 per rank")
+    else:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            _time(variants, base_of, args, "")
+    rec.close()
+    dist.barrier()
+    dist.destroy_process_group()
     for path in run_dir.iterdir():
         path.unlink()
     run_dir.rmdir()
+
+
+def ddp_main(args: argparse.Namespace) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, args), nprocs=2, join=True)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,61 @@ def test_adam_preconditioned_estimates_use_the_applied_p():
     assert gs.ptrace_sigma == pytest.approx(24 * float(d @ (P * d)) / 2, rel=1e-10)
 
 
+@pytest.mark.parametrize("make", ["sgd", "adam"])
+def test_one_groups_object_over_steps_matches_the_formulas_each_step(make):
+    """The buffers are reused across steps (and the per-entry one dropped for SGD's P = c I
+    after the first read): every step still equals the formulas, with unequal groups."""
+    model, x, y = _problem()
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+        if make == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=0.01)
+    )
+    groups = GradientGroups(model)
+    sizes, edges = (5, 7, 4), np.cumsum((0, 5, 7, 4))
+    for step in range(3):
+        model.zero_grad()
+        for a, b in itertools.pairwise(edges):
+            (nn.functional.mse_loss(model(x[a:b]), y[a:b]) * ((b - a) / 16)).backward()
+            groups.mark(int(b - a))
+        P = torch.cat([(P * torch.ones_like(g)).reshape(-1)
+                       for _, g, P in preconditioned_grads(opt)])  # fmt: skip
+        gs = gradient_metrics(model, opt, groups=groups)
+        G = [_grad(model, x[a:b], y[a:b]) for a, b in itertools.pairwise(edges)]
+        w = [b / 16 for b in sizes]
+        pairs = [(j, k) for j in range(3) for k in range(3) if j != k]
+        for M, u_got, s_got in ((1.0, gs.grad_sq_debiased, gs.trace_sigma),
+                                (P, gs.pgrad_sq_debiased, gs.ptrace_sigma)):  # fmt: skip
+            u = sum(w[j] * w[k] * float(G[j] @ (M * G[k])) for j, k in pairs)
+            u /= sum(w[j] * w[k] for j, k in pairs)
+            s = sum(b * (float(g @ (M * g)) - u) for b, g in zip(sizes, G)) / 3
+            assert u_got == pytest.approx(u, rel=1e-9), (step, u_got, u)
+            assert s_got == pytest.approx(s, rel=1e-9), (step, s_got, s)
+        assert math.isnan(gs.update_dot) == (step == 0)
+        model.zero_grad()
+        nn.functional.mse_loss(model(x[:16]), y[:16]).backward()
+        opt.step()
+    quiet = GradientGroups(model, second_order=False)
+    for _ in range(2):
+        model.zero_grad()
+        for part, w in GradientGroups.split(16):
+            (nn.functional.mse_loss(model(x[part]), y[part]) * w).backward()
+            quiet.mark(8)
+        assert math.isnan(gradient_metrics(model, opt, groups=quiet).update_dot)
+
+
+def test_a_parameter_joining_mid_step_is_refused():
+    torch.manual_seed(0)
+    a, b = nn.Linear(3, 1).double(), nn.Linear(3, 1).double()
+    groups = GradientGroups([*a.parameters(), *b.parameters()])
+    x = torch.randn(4, 3, dtype=torch.float64)
+    a(x).sum().backward()
+    groups.mark(4)
+    b(x).sum().backward()
+    with pytest.raises(InvalidArgumentError, match="changed within a step"):
+        groups.mark(4)
+
+
 def test_estimates_are_unbiased_over_draws_with_replacement():
     """Mean over 1500 draws: debiased -> ||grad L||^2, trace -> tr Sigma (exact, from the
     per-sample gradients), raw -> ||grad L||^2 + tr Sigma / B."""

@@ -45,6 +45,8 @@ from .._errors import InvalidArgumentError
 
 __all__ = ["DDPGradients", "GradientGroups"]
 
+_HALF = (torch.float16, torch.bfloat16)
+
 #: (groups K, sum w_k^2, sum ||w_k G_k||^2, sum w_k^2 G_k^T P G_k, sum b_k,
 #:  sum b_k ||G_k||^2, sum b_k G_k^T P G_k)
 Sums = tuple[int, float, float, float, float, float, float]
@@ -74,26 +76,26 @@ def _check_size(batch_size: Any) -> int:
 
 class _UpdateDot:
     """<theta_k - theta_{k-1}, G_k>: the previous step's update against this step's gradient
-    (one copy of the parameters; theory §4.3's second-order term, see lossrate.replay)."""
+    (one copy of the parameters; theory §4.3's second-order term, see lossrate.replay).
+    Fused over the parameters (``torch._foreach``), one wait for the device per step."""
 
     def __init__(self) -> None:
-        self._theta: dict[torch.Tensor, torch.Tensor] = {}
+        self._params: list[torch.Tensor] = []
+        self._theta: list[torch.Tensor] = []
 
     @torch.no_grad()
     def __call__(self, params: Iterable[torch.Tensor]) -> float:
-        dot, seen = 0.0, False
-        for p in params:
-            if p.grad is None:
-                continue
-            prev = self._theta.get(p)
-            if prev is None:
-                self._theta[p] = p.detach().clone()
-                continue
-            seen = True
-            dot += float(torch.dot((p.detach() - prev).reshape(-1).double(),
-                                   p.grad.reshape(-1).double()))  # fmt: skip
-            prev.copy_(p.detach())
-        return dot if seen else math.nan
+        ps = [p for p in params if p.grad is not None]
+        now = [p.detach() for p in ps]
+        if len(ps) != len(self._params) or any(a is not b for a, b in zip(ps, self._params)):
+            self._params, self._theta = ps, [t.clone() for t in now]
+            return math.nan  # the first step (or a new set of parameters): no update yet
+        diff = torch._foreach_sub(now, self._theta)
+        torch._foreach_copy_(self._theta, now)
+        torch._foreach_mul_(diff, [p.grad.to(t.dtype) for p, t in zip(ps, diff)])
+        sums = [t.sum(dtype=torch.float64) for t in diff]
+        device = sums[0].device
+        return float(torch.stack([s.to(device) for s in sums]).sum())
 
 
 def _check_population(population: Any) -> int | None:
@@ -113,32 +115,59 @@ def _pdot(buf: torch.Tensor, P: torch.Tensor | float) -> float:
     return float(P) * float(buf.sum())
 
 
+def _sq_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The squared norm of each tensor, as one float64 vector (one fused reduction; no sync)."""
+    norms = torch._foreach_norm(tensors)
+    device = norms[0].device
+    if any(n.device != device for n in norms):  # a model split over devices
+        norms = [n.to(device) for n in norms]
+    return torch.stack(norms).double().square()
+
+
 class GradientGroups:
     """Micro-batch (or half-batch) gradients of one optimizer step (see the module).
+
+    ``mark()`` costs a few fused passes over the gradient (``torch._foreach`` ops: the
+    increment, its per-parameter squared norms, the copy) and never waits for the device; the
+    per-entry buffer of squared increments, needed only for a per-entry preconditioner
+    (Adam, RMSprop, Adagrad), is kept while the optimizer read by ``gradient_metrics`` has one
+    (SGD's P = c I needs per-parameter norms only). The sums are read once per step.
 
     Args:
         model_or_params: the trained module or its parameters.
         population: the number of training samples N when batches are drawn without
             replacement (see the module), else None.
+        second_order: also measure ``update_dot`` (the previous update against this step's
+            gradient, for lossrate.replay's second-order term): one copy of the parameters
+            and about three passes over them per step; False leaves it NaN.
     """
 
     def __init__(
-        self, model_or_params: nn.Module | Iterable[torch.Tensor], *, population: int | None = None
+        self,
+        model_or_params: nn.Module | Iterable[torch.Tensor],
+        *,
+        population: int | None = None,
+        second_order: bool = True,
     ) -> None:
         self.params = _param_list(model_or_params)
         self.population = _check_population(population)
         self._update_dot = _UpdateDot()
         self.update_dot = math.nan  # of the last step read (see _UpdateDot)
+        self._entries = True  # keep the per-entry buffer (until a read shows P is scalar)
+        self._active: list[torch.Tensor] = []  # parameters with a gradient, this step
+        self._prev: list[torch.Tensor] = []  # .grad at the last mark (buffers kept across steps)
+        self._sq: list[torch.Tensor] = []  # sum_k (w_k G_k)^2, per entry
+        self.second_order = bool(second_order)
         self.reset()
 
     def reset(self) -> None:
         """Forget the marks of the current step."""
-        self._prev: dict[torch.Tensor, torch.Tensor] = {}
-        self._sq: dict[torch.Tensor, torch.Tensor] = {}  # sum_k (w_k G_k)^2, per entry
-        self._sq_b: dict[torch.Tensor, torch.Tensor] | None = None  # sum_k (w_k G_k)^2 / b_k
+        self._seen: list[tuple[torch.Tensor, int]] = []
+        self._sq_b: list[torch.Tensor] | None = None  # sum_k (w_k G_k)^2 / b_k, per entry
         self._sizes: list[int] = []
-        self._d: list[float] = []  # ||w_k G_k||^2
-        self._total_sq = math.nan  # ||.grad||^2 at the last mark
+        self._d: torch.Tensor | None = None  # per parameter: sum_k ||w_k G_k||^2
+        self._db: torch.Tensor | None = None  # per parameter: sum_k ||w_k G_k||^2 / b_k
+        self._step_entries = self._entries
 
     @property
     def groups(self) -> int:
@@ -161,43 +190,66 @@ class GradientGroups:
         edges = [round(i * n / parts) for i in range(parts + 1)]
         return [(slice(a, b), (b - a) / n) for a, b in itertools.pairwise(edges)]
 
+    def _grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        active = [p for p in self.params if p.grad is not None]
+        grads = [p.grad for p in active]
+        if not grads:
+            raise InvalidArgumentError(
+                "no parameter has a gradient at groups.mark(); call it after backward()."
+            )
+        if any(g.is_sparse for g in grads):
+            raise InvalidArgumentError("sparse gradients are not supported by GradientGroups.")
+        if any(g.dtype in _HALF for g in grads):
+            grads = [g.float() if g.dtype in _HALF else g for g in grads]
+        return active, grads
+
     @torch.no_grad()
     def mark(self, batch_size: int) -> None:
         """Record the group whose ``backward()`` just ran, of ``batch_size`` samples."""
         b = _check_size(batch_size)
-        unequal = bool(self._sizes) and b != self._sizes[0]
-        if unequal and self._sq_b is None:
-            b0 = self._sizes[0]
-            self._sq_b = {p: s / b0 for p, s in self._sq.items()}
-        d = 0.0
-        total = 0.0
-        for p in self.params:
-            g = p.grad
-            if g is None:
-                continue
-            if g.is_sparse:
-                raise InvalidArgumentError("sparse gradients are not supported by GradientGroups.")
-            g = g.detach()
-            if g.dtype in (torch.float16, torch.bfloat16):
-                g = g.float()
-            prev = self._prev.get(p)
-            delta = g if prev is None else g - prev
-            sq = delta * delta
-            d += float(sq.sum())
-            total += float(torch.dot(g.reshape(-1), g.reshape(-1)))
-            if prev is None:
-                self._prev[p] = g.clone()
-                self._sq[p] = sq
-                if self._sq_b is not None:
-                    self._sq_b[p] = sq / b
-            else:
-                prev.copy_(g)
-                self._sq[p].add_(sq)
-                if self._sq_b is not None:
-                    self._sq_b[p].add_(sq, alpha=1.0 / b)
+        active, grads = self._grads()
+        entries = self._step_entries
+        if not self._sizes:  # the step's first group: its increment is .grad itself
+            if len(active) != len(self._active) or any(
+                p is not q for p, q in zip(active, self._active)
+            ):
+                self._active = active
+                self._prev = [torch.empty_like(g) for g in grads]
+                self._sq = [torch.empty_like(g) for g in grads] if entries else []
+            if entries and len(self._sq) != len(grads):
+                self._sq = [torch.empty_like(g) for g in grads]
+            torch._foreach_copy_(self._prev, grads)
+            if entries:
+                torch._foreach_copy_(self._sq, grads)
+                torch._foreach_mul_(self._sq, grads)
+            d = _sq_norms(grads)
+            self._d, self._db = d, d / b
+            self._sizes.append(b)
+            self._seen = [(p.grad, p.grad._version) for p in active]
+            return
+        if len(active) != len(self._active):
+            raise InvalidArgumentError(
+                "the parameters holding a gradient changed within a step (a parameter first "
+                "got its gradient after the step's first groups.mark); mark only after every "
+                "trained parameter has taken part in a backward(), or use a separate "
+                "GradientGroups for it."
+            )
+        # the increment -(w_k G_k), formed in the copy of the last mark (no allocation)
+        delta = self._prev
+        torch._foreach_sub_(delta, grads)
+        d = _sq_norms(delta)
+        assert self._d is not None and self._db is not None
+        self._d += d
+        self._db += d / b
+        if entries:
+            if b != self._sizes[0] and self._sq_b is None:
+                self._sq_b = torch._foreach_div(self._sq, float(self._sizes[0]))
+            if self._sq_b is not None:
+                torch._foreach_addcmul_(self._sq_b, delta, delta, value=1.0 / b)
+            torch._foreach_addcmul_(self._sq, delta, delta)
+        torch._foreach_copy_(self._prev, grads)
         self._sizes.append(b)
-        self._d.append(d)
-        self._total_sq = total
+        self._seen = [(g, g._version) for g in (p.grad for p in active)]
 
     def _sums(self, grad_sq: float, P: dict[torch.Tensor, torch.Tensor | float]) -> Sums:
         """The step's sums (see ``Sums``); resets the object."""
@@ -209,34 +261,69 @@ class GradientGroups:
                     "needs at least 2: call groups.mark(batch_size) after every micro-batch's "
                     "backward(), or use the two-half-batch mode (groups.split)."
                 )
-            if not math.isclose(grad_sq, self._total_sq, rel_tol=1e-4, abs_tol=1e-30):
+            assert self._d is not None and self._db is not None
+            # .grad as the last mark left it: the same tensors, not modified in place since
+            # (version counters; no pass over the gradient)
+            if any(
+                p.grad is not g or g._version != v for p, (g, v) in zip(self._active, self._seen)
+            ):
                 raise InvalidArgumentError(
-                    f".grad changed after the last groups.mark (||grad||^2 {self._total_sq!r} "
-                    f"at the mark, {grad_sq!r} now): call gradient_metrics(..., groups=...) "
-                    "before gradient clipping or GradScaler.unscale_, or mark after them."
+                    ".grad changed after the last groups.mark: call gradient_metrics(..., "
+                    "groups=...) before gradient clipping or GradScaler.unscale_, or mark "
+                    "after them."
                 )
-            self.update_dot = self._update_dot(self.params)
+            self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
             sizes = self._sizes
             B = float(sum(sizes))
             w = [b / B for b in sizes]
             sum_w2 = sum(x * x for x in w)
-            sum_d = sum(self._d)
+            d, db = self._d.cpu().tolist(), self._db.cpu().tolist()
+            sum_d = math.fsum(d)
             # b_k ||G_k||^2 = b_k d_k / w_k^2 = B^2 d_k / b_k
-            sum_bd = B * B * sum(d / b for d, b in zip(self._d, sizes))
+            sum_bd = B * B * math.fsum(db)
             sum_dP = sum_bdP = math.nan
             if P:
-                sum_dP = sum_bdP = 0.0
-                for p, Pp in P.items():
-                    s = self._sq.get(p)
-                    if s is None:
-                        continue
-                    sum_dP += _pdot(s, Pp)
-                    sb = self._sq_b[p] if self._sq_b is not None else None
-                    sum_bdP += _pdot(sb, Pp) if sb is not None else _pdot(s, Pp) / sizes[0]
+                sum_dP, sum_bdP = self._p_sums(P, d, db)
                 sum_bdP *= B * B
+                # later steps keep the per-entry buffer only for a per-entry P
+                self._entries = any(isinstance(Pp, torch.Tensor) for Pp in P.values())
             return K, sum_w2, sum_d, sum_dP, B, sum_bd, sum_bdP
         finally:
             self.reset()
+
+    @torch.no_grad()
+    def _p_sums(
+        self, P: dict[torch.Tensor, torch.Tensor | float], d: list[float], db: list[float]
+    ) -> tuple[float, float]:
+        """(sum_k w_k^2 G_k^T P G_k, sum_k w_k^2 G_k^T P G_k / b_k)."""
+        sum_dP = sum_bdP = 0.0
+        dots: list[torch.Tensor] = []
+        dots_b: list[torch.Tensor] = []
+        b0 = float(self._sizes[0])
+        for i, p in enumerate(self._active):
+            Pp = P.get(p)
+            if Pp is None:
+                continue
+            if not isinstance(Pp, torch.Tensor):
+                sum_dP += float(Pp) * d[i]
+                sum_bdP += float(Pp) * db[i]
+                continue
+            if not self._step_entries:  # P turned per-entry: this step has no buffer
+                return math.nan, math.nan
+            s, Pf = self._sq[i].reshape(-1), Pp.reshape(-1)
+            dots.append(torch.dot(s, Pf.to(s.dtype)).double())
+            if self._sq_b is not None:
+                sb = self._sq_b[i].reshape(-1)
+                dots_b.append(torch.dot(sb, Pf.to(sb.dtype)).double())
+        if dots:
+            device = dots[0].device
+            t = float(torch.stack([x.to(device) for x in dots]).sum())
+            sum_dP += t
+            if self._sq_b is not None:
+                sum_bdP += float(torch.stack([x.to(device) for x in dots_b]).sum())
+            else:
+                sum_bdP += t / b0
+        return sum_dP, sum_bdP
 
 
 class DDPGradients:
@@ -253,10 +340,16 @@ class DDPGradients:
         ddp_model: the DistributedDataParallel module (before its first forward).
         process_group: the group DDP reduces over (default: the world).
         population: as for :class:`GradientGroups` (e.g. with a DistributedSampler).
+        second_order: as for :class:`GradientGroups`.
     """
 
     def __init__(
-        self, ddp_model: nn.Module, process_group: Any = None, *, population: int | None = None
+        self,
+        ddp_model: nn.Module,
+        process_group: Any = None,
+        *,
+        population: int | None = None,
+        second_order: bool = True,
     ) -> None:
         if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
             raise InvalidArgumentError(
@@ -267,6 +360,7 @@ class DDPGradients:
 
         self.process_group = process_group
         self.population = _check_population(population)
+        self.second_order = bool(second_order)
         self.params = [p for p in ddp_model.parameters() if p.requires_grad]
         self._update_dot = _UpdateDot()
         self.update_dot = math.nan
@@ -274,8 +368,13 @@ class DDPGradients:
         self._size: int | None = None
 
         def hook(state, bucket):  # type: ignore[no-untyped-def]  (DDP checks the annotations)
-            for p, g in zip(bucket.parameters(), bucket.gradients()):
-                self._local[p] = g.detach().clone()
+            # one copy of the bucket's flat buffer (its gradients are views into it, in the
+            # order of its parameters), taken before the all-reduce averages it in place
+            flat = bucket.buffer().detach().clone()
+            params = bucket.parameters()
+            views = flat.split([p.numel() for p in params])
+            for p, g in zip(params, views):
+                self._local[p] = g.view(p.shape)
             return allreduce_hook(state, bucket)
 
         ddp_model.register_comm_hook(process_group, hook)
@@ -302,16 +401,26 @@ class DDPGradients:
                     "DDPGradients has no local gradient for this step: call groups.mark("
                     "batch_size) after backward() (and build DDPGradients before training)."
                 )
-            self.update_dot = self._update_dot(self.params)
+            self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
             W = self.groups
-            d = dP = 0.0
-            for p, g in self._local.items():
-                g = g.double()
-                d += float(torch.dot(g.reshape(-1), g.reshape(-1)))
-                if P:
-                    Pp = P.get(p)
-                    if Pp is not None:
-                        dP += _pdot(g * g, Pp)
+            params = list(self._local)
+            grads = [self._local[p] for p in params]
+            norms = _sq_norms(grads).cpu().tolist()  # per parameter
+            d = math.fsum(norms)
+            dP = 0.0
+            if P:
+                scale = [P.get(p) for p in params]
+                dots = []
+                for i, (g, Pp) in enumerate(zip(grads, scale)):
+                    if Pp is None:
+                        continue
+                    if isinstance(Pp, torch.Tensor):
+                        g = g.reshape(-1).double()
+                        dots.append(torch.dot(g * g, Pp.reshape(-1).double()))
+                    else:
+                        dP += float(Pp) * norms[i]
+                if dots:
+                    dP += float(torch.stack(dots).sum())
             b = float(self._size)
             device = next(iter(self._local.values())).device
             sums = torch.tensor(

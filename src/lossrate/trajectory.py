@@ -181,9 +181,21 @@ def intrinsic_time(step: np.ndarray, lr: np.ndarray) -> np.ndarray:
     linearly, so the gap contributes ``gap * lr_{i-1} + (lr_i - lr_{i-1}) * (gap - 1) / 2``
     (exact for contiguous steps and for linear schedules). t_0 = 0.
     """
-    gap = np.diff(step)
-    inc = gap * lr[:-1] + (lr[1:] - lr[:-1]) * (gap - 1) / 2.0
-    return np.concatenate([[0.0], np.cumsum(inc)])
+    gap = np.diff(np.asarray(step, dtype=float))
+    lr = np.asarray(lr, dtype=float)
+    # in place: a log of millions of steps needs three columns' worth of memory, not eight
+    inc = np.subtract(lr[1:], lr[:-1])
+    gap -= 1.0
+    inc *= gap
+    inc *= 0.5
+    gap += 1.0
+    gap *= lr[:-1]
+    inc += gap
+    del gap
+    t = np.empty(inc.size + 1)
+    t[0] = 0.0
+    np.cumsum(inc, out=t[1:])
+    return t
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,9 @@ all formats share:
    ``drop_nonfinite=True`` drop) rows with a NaN/inf loss or an infinite value;
 4. use ``lr`` only where it is known at every kept step (or with
    ``interpolate_lr=True`` after interpolating its gaps in step), build the intrinsic
-   time ``t = sum(lr)`` and turn a cumulative clock into seconds per step.
+   time ``t = sum(lr)`` and turn a cumulative clock into seconds per step;
+5. bin a log longer than ``max_points`` rows by step (:mod:`._bins`: bin means, the
+   loss std pooled), noted in ``meta.extra['thinned']`` and ``meta.extra['source_rows']``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from .._errors import DataError, InvalidArgumentError, check_choice
 from ..trajectory import OPTIONAL_COLUMNS, RunMeta, Trajectory, intrinsic_time
+from ._bins import DEFAULT_MAX_POINTS, bin_by_step, check_max_points
 from ._files import DEFAULT_MAX_BYTES
 
 __all__ = ["CANDIDATES", "ROLES", "Options", "Rows", "Table", "build", "make_options"]
@@ -123,6 +126,7 @@ class Options:
     interpolate_lr: bool = False
     allow_truncated: bool = False
     max_bytes: int | None = DEFAULT_MAX_BYTES
+    max_points: int | None = DEFAULT_MAX_POINTS
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -142,6 +146,7 @@ def make_options(
     interpolate_lr: bool = False,
     allow_truncated: bool = False,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Options:
     """Check the shared reader arguments and fold ``loss_tag``/``lr_tag`` into ``columns``."""
     if columns is None:
@@ -193,6 +198,7 @@ def make_options(
         interpolate_lr=_flag("interpolate_lr", interpolate_lr),
         allow_truncated=_flag("allow_truncated", allow_truncated),
         max_bytes=max_bytes,
+        max_points=check_max_points(max_points),
     )
 
 
@@ -283,8 +289,12 @@ def _merge(
     """Group rows by step (sorted); each series keeps its last present value per step.
 
     Returns the unique steps, the merged series and, per series, the row each kept
-    value came from (-1 where absent).
+    value came from (-1 where absent; for steps already strictly increasing, one shared
+    array of row numbers, and the series themselves, uncopied).
     """
+    if step.size < 2 or bool(np.all(step[1:] > step[:-1])):
+        rows = np.arange(step.size, dtype=np.int32 if step.size < 2**31 else np.int64)
+        return step, dict(series), {name: rows for name in series}
     order = np.argsort(step, kind="stable")
     s = step[order]
     new = np.ones(s.shape[0], dtype=bool)
@@ -368,22 +378,24 @@ def build(table: Table, opts: Options) -> Trajectory:
     if "step" in series:
         _check_steps(series["step"], loss_present, where, src)
         step_vals, step_present = series.pop("step")
-        keep = np.flatnonzero(step_present)
+        keep = None if step_present.all() else np.flatnonzero(step_present)
     else:
-        keep = np.arange(rows.n)
-        step_vals = keep.astype(float)
+        keep = None
+        step_vals = np.arange(rows.n, dtype=float)
         notes.append("no step column: steps are the row numbers")
-    series = {k: (v[keep], p[keep]) for k, (v, p) in series.items()}
+    if keep is not None:  # (no copies when every row has a step: long logs stay light)
+        series = {k: (v[keep], p[keep]) for k, (v, p) in series.items()}
+        step_vals = step_vals[keep]
     row_of = keep
 
     def where_kept(i: int) -> str:
-        return where(int(row_of[i]))
+        return where(int(i if row_of is None else row_of[i]))
 
     label = {
         role: repr(role) if chosen.get(role, role) == role else f"{role!r} ({chosen[role]!r})"
         for role in series
     }
-    steps, merged, origin = _merge(step_vals[keep], series, label, opts.dedupe, where_kept, src)
+    steps, merged, origin = _merge(step_vals, series, label, opts.dedupe, where_kept, src)
     loss, has_loss = merged["loss"]
     if not has_loss.any():
         raise DataError(
@@ -412,9 +424,15 @@ def build(table: Table, opts: Options) -> Trajectory:
         take &= ~bad
     if not take.any():
         raise DataError(f"{src!r}: every row has a non-finite value; nothing is left to read.")
-    steps = steps[take]
-    cols: dict[str, Any] = {role: vals[take] for role, (vals, _) in merged.items()}
-    origin = {role: o[take] for role, o in origin.items()}
+    cols: dict[str, Any] = {role: vals for role, (vals, _) in merged.items()}
+    if not take.all():
+        steps = steps[take]
+        cols = {role: vals[take] for role, vals in cols.items()}
+        taken: dict[int, np.ndarray] = {}  # series merged alike share one origin array
+        for o in origin.values():
+            if id(o) not in taken:
+                taken[id(o)] = o[take]
+        origin = {role: taken[id(o)] for role, o in origin.items()}
 
     lr = cols.pop("lr", None)
     if lr is not None:
@@ -428,7 +446,17 @@ def build(table: Table, opts: Options) -> Trajectory:
     if lr is not None:
         t = _intrinsic(steps, lr, src)
     loss = cols.pop("loss")
-    meta = _meta(table, opts, chosen, notes)
+    facts: dict[str, Any] = {}
+    if opts.max_points is not None and steps.size > opts.max_points:
+        n_rows = int(steps.size)
+        steps, loss, lr, t, cols = bin_by_step(steps, loss, lr, t, cols, opts.max_points)
+        facts["source_rows"] = n_rows
+        facts["thinned"] = (
+            f"{steps.size:,} of {n_rows:,} logged steps kept: binned by step (log-spaced and "
+            f"evenly spaced bins, at most max_points={opts.max_points:,}), each point the mean "
+            "loss of its bin" + (" with the loss std pooled over it" if "loss_std" in cols else "")
+        )
+    meta = _meta(table, opts, chosen, notes, facts)
     try:
         return Trajectory.from_arrays(loss, step=steps, lr=lr, t=t, meta=meta, **cols)
     except DataError as exc:
@@ -470,7 +498,7 @@ def _lr_column(
 
 def _intrinsic(steps: np.ndarray, lr: np.ndarray, src: str) -> np.ndarray:
     with np.errstate(all="ignore"):
-        t = intrinsic_time(steps.astype(float), lr)
+        t = intrinsic_time(steps, lr)
     if not np.isfinite(t).all():
         raise DataError(
             f"{src!r}: the learning rates are too large: t = sum(lr) overflows; "
@@ -485,7 +513,13 @@ def _intrinsic(steps: np.ndarray, lr: np.ndarray, src: str) -> np.ndarray:
     return t
 
 
-def _meta(table: Table, opts: Options, chosen: Mapping[str, str], notes: list[str]) -> RunMeta:
+def _meta(
+    table: Table,
+    opts: Options,
+    chosen: Mapping[str, str],
+    notes: list[str],
+    facts: Mapping[str, Any],
+) -> RunMeta:
     used = set(chosen.values())
     ignored = [n for n in table.names if n not in used]
     shown = ", ".join(ignored[:20]) + (
@@ -500,6 +534,7 @@ def _meta(table: Table, opts: Options, chosen: Mapping[str, str], notes: list[st
         info["source_ignored"] = shown
     if notes:
         info["source_notes"] = "; ".join(notes)
+    info.update(facts)
     meta = opts.meta or RunMeta()
     return dataclasses.replace(
         meta,

@@ -16,11 +16,34 @@ from pathlib import Path
 
 from .._errors import DataError
 
-__all__ = ["DEFAULT_MAX_BYTES", "check_file", "decode_text", "find_dirs", "read_bytes", "read_head"]
+__all__ = [
+    "CSV_MAX_BYTES",
+    "DEFAULT_MAX_BYTES",
+    "check_file",
+    "csv_max_bytes",
+    "decode_text",
+    "find_dirs",
+    "read_bytes",
+    "read_head",
+]
 
-#: Largest file (or, for a TensorBoard run, the sum of its event files) a reader
-#: opens unless the caller raises ``max_bytes``: 64 MiB, a few million logged rows.
-DEFAULT_MAX_BYTES = 64 * 2**20
+
+class _DefaultBytes(int):
+    """The default ``max_bytes``: an int, told apart by identity from the same number passed
+    on purpose, so that each reader can apply its own default (:func:`csv_max_bytes`)."""
+
+    def __repr__(self) -> str:
+        return f"{int(self)} (the default)"
+
+
+#: Largest file (or, for a TensorBoard run, the sum of its event files) a reader loads
+#: whole unless the caller raises ``max_bytes``: 64 MiB.
+DEFAULT_MAX_BYTES: int = _DefaultBytes(64 * 2**20)
+
+#: Largest CSV file read unless the caller sets ``max_bytes``: 2 GiB, some 60 million rows.
+#: CSV data rows are parsed in blocks, so memory grows with the rows and the columns used
+#: (9 bytes per cell), not with the file; a long log is binned afterwards (``max_points``).
+CSV_MAX_BYTES = 2 * 2**30
 
 #: At most this many directory entries are looked at when searching a folder for runs.
 MAX_WALK_ENTRIES = 20_000
@@ -57,6 +80,11 @@ def check_file(path: Path, max_bytes: int | None) -> int:
             f"({_mib(max_bytes)}); pass a larger max_bytes (or max_bytes=None) to read it."
         )
     return int(st.st_size)
+
+
+def csv_max_bytes(max_bytes: int | None) -> int | None:
+    """The size limit of a CSV file: :data:`CSV_MAX_BYTES` unless ``max_bytes`` was given."""
+    return CSV_MAX_BYTES if max_bytes is DEFAULT_MAX_BYTES else max_bytes
 
 
 def _read(path: Path, limit: int) -> bytes:

@@ -126,9 +126,16 @@ class ScheduleOptimum:
             lines.extend(f"      gain {g.text()}" for g in f.gains)
         best = self.best
         if self.identified:
+            g = best.gain("current")
             lines.append(
                 f"recommendation: {best.family} ({_settings_text(best.settings)}); "
-                f"predicted {best.gain('current').text()}"
+                f"predicted {g.text()}"
+                + (
+                    "; its interval includes no gain, so the run's current schedule is as good "
+                    "as far as the fit can tell"
+                    if g.lower <= 0
+                    else ""
+                )
             )
         else:
             lines.append(

@@ -107,8 +107,14 @@ def _no_higher_with_decay(
 ) -> Prediction:
     """A what-if that lowers the lr after the fitted steps never predicts more than keeping
     the lr where the fit ended: where a law says so (a law in the lr sum alone has no decay
-    gain), the prediction there is the no-decay one, and the warnings say so, and say when the
-    fitted steps never saw a decay (its gain is then not identified)."""
+    gain), the prediction there is the no-decay one, and the warnings say so.
+
+    Where the decay's gain is not identified (the fitted steps never saw the lr decay, and
+    no prior from runs that decayed was used), a law's drop term is a guess its fit could
+    not size (``ode_relax`` on a constant-lr log predicted 1e-10 after a WSD decay where the
+    real run ended at 0.008): the point prediction is then the no-decay curve, the law's
+    guess of the gain becomes the interval's lower edge, and the warnings say so.
+    """
     runs = getattr(fr, "runs", ())
     if len(runs) != 1:
         return pred
@@ -123,6 +129,11 @@ def _no_higher_with_decay(
     base = _engine_predict(fr, pred.step, schedule=flat, level=level)
     under = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= lr_cut * (1 + 1e-9))
     higher = under & (pred.loss > base.loss)
+    prior = fr.extra.get("prior") if isinstance(getattr(fr, "extra", None), dict) else None
+    seen = decays_after_peak(runs[0].schedule.lr[: max(sn, 1)], DECAY_SHARE) or bool(
+        prior and prior.get("decayed")
+    )
+    guessed = under & ~seen & (pred.loss < base.loss)
     notes = list(pred.warnings)
     if higher.any():
         notes.append(
@@ -130,24 +141,34 @@ def _no_higher_with_decay(
             f"{int(higher.sum())} step(s) (it has no term for a decay's gain); the prediction "
             "there is the no-decay one: a decay does not raise the loss"
         )
-    if not decays_after_peak(runs[0].schedule.lr[: max(sn, 1)], DECAY_SHARE):
+    if not seen:
         notes.append(
             "the decay gain is not identified: the fitted steps hold no lr decay, so what the "
             "decay gains is the model's guess (give earlier runs that decayed, --prior, or use "
             "model='auto', whose interval shows the range)"
         )
+    if guessed.any():
+        i = int(np.flatnonzero(guessed)[-1])
+        notes.append(
+            f"the prediction keeps the no-decay curve ({base.loss[i]:.4g} at step "
+            f"{int(pred.step[i])}) and the model's guess of the decay ({pred.loss[i]:.4g}) is "
+            "the interval's lower edge"
+        )
+    flat_pt = higher | guessed
     return dataclasses.replace(
         pred,
-        loss=np.where(higher, base.loss, pred.loss),
-        lower=np.where(higher, np.minimum(base.lower, pred.lower), pred.lower),
-        upper=np.where(higher, base.upper, pred.upper),
+        loss=np.where(flat_pt, base.loss, pred.loss),
+        lower=np.where(flat_pt, np.minimum(base.lower, pred.lower), pred.lower),
+        upper=np.where(flat_pt, base.upper, pred.upper),
         mean_lower=None
         if pred.mean_lower is None
-        else np.where(higher, np.minimum(base.loss, pred.mean_lower), pred.mean_lower),
+        else np.where(flat_pt, np.minimum(base.loss, pred.mean_lower), pred.mean_lower),
         mean_upper=None
         if pred.mean_upper is None
         else np.where(
-            higher, base.mean_upper if base.mean_upper is not None else base.loss, pred.mean_upper
+            flat_pt,
+            base.mean_upper if base.mean_upper is not None else base.loss,
+            pred.mean_upper,
         ),
         warnings=tuple(dict.fromkeys(notes)),
     )

@@ -15,7 +15,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from lossrate import InvalidArgumentError, RunMeta, Trajectory
-from lossrate.torch import InstrumentedLoss, Recorder, gradient_metrics
+from lossrate.measured import read_gradient_noise
+from lossrate.torch import GradientGroups, InstrumentedLoss, Recorder, gradient_metrics
+from lossrate.torch.losses import BatchStats
 
 pytestmark = pytest.mark.torch
 
@@ -43,19 +45,42 @@ def _net():
     return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
 
 
-def _reference(run_dir):
+def _reference(run_dir, debias=False):
+    """Full-batch SGD by hand; with ``debias`` the batch runs as the two micro-batches of
+    MICRO with GradientGroups (the same update), writing gradient_noise.csv."""
     model, (x, y) = _net(), _data()
     crit = InstrumentedLoss("ce", label_smoothing=0.05)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.5)
+    groups = GradientGroups(model) if debias else None
     with Recorder(run_dir) as rec:
         for k in range(STEPS):
-            loss = crit(model(x), y)
             opt.zero_grad()
-            loss.backward()
-            gs = gradient_metrics(model, opt)
+            if debias:
+                parts = []
+                for part, w in GradientGroups.split(N, N // MICRO):
+                    (crit(model(x[part]), y[part]) * w).backward()
+                    groups.mark(MICRO)
+                    parts.append(crit.last)
+                batch = BatchStats.combine(parts)
+            else:
+                crit(model(x), y).backward()
+                batch = crit.last
+            gs = gradient_metrics(model, opt, groups=groups)
             opt.step()
-            rec.log(step=k, lr=LR, batch=crit.last, grad=gs)
+            rec.log(step=k, lr=LR, batch=batch, grad=gs)
     return Trajectory.read(run_dir / "trajectory.csv")
+
+
+NOISE = ("grad_sq_raw", "grad_sq", "pgrad_sq", "trace_sigma", "ptrace_sigma", "update_dot")
+
+
+def _assert_same_noise(got_dir, ref_dir):
+    got, ref = read_gradient_noise(got_dir), read_gradient_noise(ref_dir)
+    np.testing.assert_array_equal(got.step, ref.step)
+    np.testing.assert_array_equal(got.groups, N // MICRO)
+    for name in NOISE:
+        a, b = getattr(got, name), getattr(ref, name)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9, err_msg=name)
 
 
 def _assert_same(got: Trajectory, ref: Trajectory):
@@ -128,6 +153,23 @@ def test_lightning_callback_matches_the_hand_written_loop(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_lightning_callback_records_the_debiased_columns_of_the_micro_batches(tmp_path):
+    from lossrate.torch.callbacks import LightningCallback
+
+    callback = LightningCallback(tmp_path / "pl", debias="accumulation")
+    loader = DataLoader(TensorDataset(*_data()), batch_size=MICRO, shuffle=False)
+    _trainer(tmp_path, callback).fit(_LitModel(), loader)
+    _reference(tmp_path / "ref", debias=True)
+    _assert_same_noise(tmp_path / "pl", tmp_path / "ref")
+    with pytest.raises(InvalidArgumentError, match="accumulate_grad_batches"):
+        trainer = _trainer(tmp_path, LightningCallback(tmp_path / "one", debias="accumulation"))
+        trainer.accumulate_grad_batches = 1
+        trainer.fit(_LitModel(), loader)
+    with pytest.raises(InvalidArgumentError, match="debias"):
+        LightningCallback(tmp_path / "x", debias="halves")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
 def test_lightning_callback_needs_one_instrumented_loss(tmp_path):
     from lossrate.torch.callbacks import LightningCallback
 
@@ -167,10 +209,7 @@ class _Dicts(Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 
-def test_hf_callback_matches_the_hand_written_loop(tmp_path):
-    from lossrate.torch.callbacks import HFCallback
-
-    callback = HFCallback(tmp_path / "hf", RunMeta(loss="ce", classes=3), label_smoothing=0.05)
+def _hf_train(tmp_path, callback, max_grad_norm=0.0):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
         max_steps=STEPS,
@@ -180,7 +219,8 @@ def test_hf_callback_matches_the_hand_written_loop(tmp_path):
         lr_scheduler_type="constant",
         optim="sgd",
         optim_args="momentum=0.5",
-        max_grad_norm=0.0,
+        max_grad_norm=max_grad_norm,
+        train_sampling_strategy="sequential",  # the micro-batches of the reference
         weight_decay=0.0,
         report_to=[],
         save_strategy="no",
@@ -197,5 +237,35 @@ def test_hf_callback_matches_the_hand_written_loop(tmp_path):
         callbacks=[callback],
     )
     trainer.train()
+
+
+def test_hf_callback_matches_the_hand_written_loop(tmp_path):
+    from lossrate.torch.callbacks import HFCallback
+
+    callback = HFCallback(tmp_path / "hf", RunMeta(loss="ce", classes=3), label_smoothing=0.05)
+    _hf_train(tmp_path, callback)
     got = Trajectory.read(tmp_path / "hf" / "trajectory.csv")
     _assert_same(got, _reference(tmp_path / "ref"))
+
+
+def test_hf_callback_records_the_debiased_columns_and_carries_clipping_over(tmp_path):
+    """The micro-batches are marked behind autograd (the Trainer has no callback between the
+    last backward and its clipping); a clipped step's columns are those of the clipped
+    .grad, so the noise scale is unchanged."""
+    from lossrate.torch.callbacks import HFCallback
+
+    callback = HFCallback(tmp_path / "hf", label_smoothing=0.05, debias="accumulation")
+    _hf_train(tmp_path, callback)
+    _reference(tmp_path / "ref", debias=True)
+    _assert_same_noise(tmp_path / "hf", tmp_path / "ref")
+    ref = read_gradient_noise(tmp_path / "ref")
+    clipped = HFCallback(tmp_path / "clip", label_smoothing=0.05, debias="accumulation")
+    _hf_train(tmp_path / "c", clipped, max_grad_norm=1e-3)  # every step clipped
+    got = read_gradient_noise(tmp_path / "clip")
+    assert (got.grad_sq_raw < 1.01e-6).all()
+    # step 0 has the same weights: the same noise scale tr(Sigma) / ||grad||^2
+    assert got.trace_sigma[0] / got.grad_sq[0] == pytest.approx(
+        ref.trace_sigma[0] / ref.grad_sq[0], rel=1e-5
+    )
+    with pytest.raises(InvalidArgumentError, match="DDP"):
+        HFCallback(tmp_path / "x", debias="ddp")

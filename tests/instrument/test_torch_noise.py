@@ -151,6 +151,28 @@ def test_one_groups_object_over_steps_matches_the_formulas_each_step(make):
         assert math.isnan(gradient_metrics(model, opt, groups=quiet).update_dot)
 
 
+def test_a_uniform_rescale_after_the_marks_is_carried_over():
+    """Clipping by norm or GradScaler.unscale_ after the marks: the estimates are those of
+    the rescaled .grad (c^2 times), as the raw columns are."""
+    model, x, y = _problem()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    before = _grouped(model, opt, x, y, (20, 28), population=None)
+    groups = GradientGroups(model)
+    model.zero_grad()
+    for a, b in ((0, 20), (20, 48)):
+        (nn.functional.mse_loss(model(x[a:b]), y[a:b]) * ((b - a) / 48)).backward()
+        groups.mark(b - a)
+    norm = float(nn.utils.clip_grad_norm_(model.parameters(), 1e-2))
+    c2 = (1e-2 / (norm + 1e-6)) ** 2
+    after = gradient_metrics(model, opt, groups=groups)
+    assert after.grad_sq == pytest.approx(c2 * before.grad_sq, rel=1e-9)
+    for name in ("grad_sq_debiased", "trace_sigma"):
+        assert getattr(after, name) == pytest.approx(c2 * getattr(before, name), rel=1e-9)
+    # Adam's P is read from the clipped gradient: the P columns follow the raw pgrad_sq
+    ratio = after.pgrad_sq / before.pgrad_sq
+    assert after.ptrace_sigma / before.ptrace_sigma == pytest.approx(ratio, rel=0.05)
+
+
 def test_a_parameter_joining_mid_step_is_refused():
     torch.manual_seed(0)
     a, b = nn.Linear(3, 1).double(), nn.Linear(3, 1).double()
@@ -236,9 +258,9 @@ def test_bad_use_of_groups_raises_clear_errors():
     with pytest.raises(InvalidArgumentError, match="at least 2"):
         gradient_metrics(model, None, groups=groups)
     for b in (24, 24):
-        groups.mark(b)  # two marks, then clipping changes .grad
-    nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
-    with pytest.raises(InvalidArgumentError, match="clipping"):
+        groups.mark(b)  # two marks, then clipping by value changes .grad
+    nn.utils.clip_grad_value_(model.parameters(), 1e-3)
+    with pytest.raises(InvalidArgumentError, match="uniform rescale"):
         gradient_metrics(model, None, groups=groups)
     with pytest.raises(InvalidArgumentError, match="batch_size"):
         groups.mark(0)

@@ -16,6 +16,26 @@ accumulation the micro-batches of a step are combined (:meth:`BatchStats.combine
   expects. It does not shift labels: for causal language models write your own
   ``compute_loss_func`` around an ``InstrumentedLoss`` and pass it as ``criterion``.
 
+**Debiased gradient columns** (``debias=``, opt-in; :mod:`lossrate.torch.groups`): the
+callbacks also write ``run_dir/gradient_noise.csv`` (the unbiased ||grad L||^2 and
+grad^T P grad, tr(Sigma_g), their standard errors and the noise scale), from what the
+training already computes, with no extra backward pass:
+
+* ``debias="accumulation"`` — the micro-batches of gradient accumulation are the groups
+  (``accumulate_grad_batches`` / ``gradient_accumulation_steps`` >= 2). Lightning marks each
+  micro-batch in ``on_after_backward``; Hugging Face marks it at the end of its backward
+  pass (a hook on the loss ``compute_loss`` returns queues the mark behind autograd), so
+  the Trainer's clipping before ``on_pre_optimizer_step`` is a uniform rescale the groups
+  carry over. Lightning weights the micro-batches equally: a step whose micro-batches differ
+  in size (an epoch's last, partial batch) gets no debiased row.
+* ``debias="ddp"`` (Lightning) — the ranks' gradients before the all-reduce
+  (:class:`~lossrate.torch.DDPGradients` on ``trainer.model``, the DDP wrapper), one group
+  per rank. Hugging Face's Trainer does not show its DDP wrapper to callbacks; use
+  ``"accumulation"`` there.
+
+``population`` (the training set's size, for batches drawn without replacement) and
+``second_order`` are passed to the groups.
+
 With ``resume=True`` the file continues at the step the trainer resumes from (its checkpoint's
 ``global_step``); rows of later steps, logged after that checkpoint was saved, are dropped.
 
@@ -34,8 +54,11 @@ import torch
 from .._errors import InvalidArgumentError
 from ..trajectory import RunMeta
 from .gradients import GradStats, gradient_metrics
+from .groups import DDPGradients, GradientGroups
 from .losses import BatchStats, InstrumentedLoss
 from .recorder import Recorder
+
+_DEBIAS = (None, "accumulation", "ddp")
 
 __all__ = ["HFCallback", "LightningCallback"]  # noqa: F822 (created on first access)
 
@@ -53,11 +76,26 @@ class _StepLog:
         flush_every: int,
         resume: bool,
         energy: Any,
+        debias: str | None = None,
+        population: int | None = None,
+        second_order: bool = True,
     ) -> None:
         if criterion is not None and not isinstance(criterion, InstrumentedLoss):
             raise InvalidArgumentError(
                 f"criterion must be an InstrumentedLoss, got {type(criterion).__name__}."
             )
+        if debias not in _DEBIAS:
+            raise InvalidArgumentError(
+                f"debias must be None, 'accumulation' or 'ddp', got {debias!r}."
+            )
+        if debias is not None and not gradients:
+            raise InvalidArgumentError("debias needs gradients=True (it debiases those columns).")
+        self.debias = debias
+        self.population = population
+        self.second_order = second_order
+        self.groups: GradientGroups | DDPGradients | None = None
+        self._sizes: list[int] = []  # this step's micro-batch sizes (marked or to mark)
+        self.equal_weights = True  # the framework weights micro-batches 1/K (not b_k / B)
         self.run_dir = run_dir
         self.meta = meta
         self.criterion = criterion
@@ -91,8 +129,45 @@ class _StepLog:
             self._seen_calls = crit.calls
             self._batches.append(crit.last)
 
+    def start_groups(self, model: Any, accumulation: int) -> None:
+        """Build the gradient groups of ``debias`` (``model``: the DDP wrapper for "ddp")."""
+        if self.debias == "accumulation":
+            if accumulation < 2:
+                raise InvalidArgumentError(
+                    "debias='accumulation' needs gradient accumulation over >= 2 micro-batches "
+                    f"per optimizer step (it has {accumulation}): set accumulate_grad_batches "
+                    "(Lightning) or gradient_accumulation_steps (Hugging Face), or use "
+                    "debias='ddp' under DDP."
+                )
+            self.groups = GradientGroups(
+                model, population=self.population, second_order=self.second_order
+            )
+        elif self.debias == "ddp":
+            self.groups = DDPGradients(
+                model, population=self.population, second_order=self.second_order
+            )
+
+    def mark(self, batch_size: int) -> None:
+        """A micro-batch's backward has run (``debias="accumulation"``: mark it now;
+        ``"ddp"``: its samples count towards this rank's group, marked at the step)."""
+        if self.groups is None or batch_size < 1:
+            return
+        self._sizes.append(int(batch_size))
+        if self.debias == "accumulation":
+            self.groups.mark(int(batch_size))
+
     def before_step(self, step: int, model: Any, optimizer: Any) -> None:
-        grad = gradient_metrics(model, optimizer) if self.gradients else None
+        groups = self.groups
+        if groups is not None:
+            sizes, self._sizes = self._sizes, []
+            if self.debias == "ddp" and sizes:
+                groups.mark(sum(sizes))
+            elif self.equal_weights and len(set(sizes)) > 1:
+                groups.reset()  # the frameworks weight micro-batches equally: not b_k / B
+                groups = None
+            if groups is not None and not sizes:
+                groups = None
+        grad = gradient_metrics(model, optimizer, groups=groups) if self.gradients else None
         self._pre = (step, float(optimizer.param_groups[0]["lr"]), grad)
 
     def end_step(self) -> None:
@@ -133,6 +208,9 @@ def _lightning_class() -> type:
             run_dir, meta, flush_every, resume, energy: as for :class:`Recorder`.
             criterion: the LightningModule's InstrumentedLoss (default: its only one).
             gradients: also record grad_sq and pgrad_sq (default True).
+            debias: None, "accumulation" or "ddp": also record the debiased columns to
+                gradient_noise.csv (see the module).
+            population, second_order: as for :class:`~lossrate.torch.GradientGroups`.
         """
 
         def __init__(
@@ -145,6 +223,9 @@ def _lightning_class() -> type:
             flush_every: int = 50,
             resume: bool = False,
             energy: Any = None,
+            debias: str | None = None,
+            population: int | None = None,
+            second_order: bool = True,
         ) -> None:
             super().__init__()
             self.log_ = _StepLog(
@@ -155,6 +236,9 @@ def _lightning_class() -> type:
                 flush_every=flush_every,
                 resume=resume,
                 energy=energy,
+                debias=debias,
+                population=population,
+                second_order=second_order,
             )
 
         @property
@@ -171,6 +255,16 @@ def _lightning_class() -> type:
                     )
                 self.log_.criterion = found[0]
             self.log_.open(trainer.global_rank, trainer.global_step)
+            if self.log_.debias == "ddp":
+                self.log_.start_groups(trainer.model, trainer.accumulate_grad_batches)
+            else:
+                self.log_.start_groups(pl_module, trainer.accumulate_grad_batches)
+
+        def on_after_backward(self, trainer: Any, pl_module: Any) -> None:
+            crit = self.log_.criterion
+            if self.log_.groups is not None and crit is not None and crit.last is not None:
+                n = crit.last.batch_size  # over all ranks under torch.distributed
+                self.log_.mark(n // max(int(trainer.world_size), 1))
 
         def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
             self.log_.before_step(trainer.global_step, pl_module, optimizer)
@@ -204,8 +298,12 @@ def _hf_class() -> type:
             run_dir, meta, flush_every, resume, energy: as for :class:`Recorder`.
             loss, label_smoothing: the loss ``compute_loss`` computes (as for
                 :class:`InstrumentedLoss`; CE ignores label -100).
-            criterion: an InstrumentedLoss your own ``compute_loss_func`` uses instead.
+            criterion: an InstrumentedLoss your own ``compute_loss_func`` uses instead (call
+                :meth:`mark_backward` on the loss it returns for ``debias``).
             gradients: also record grad_sq and pgrad_sq (default True).
+            debias: None or "accumulation": also record the debiased columns to
+                gradient_noise.csv (see the module).
+            population, second_order: as for :class:`~lossrate.torch.GradientGroups`.
         """
 
         def __init__(
@@ -220,7 +318,15 @@ def _hf_class() -> type:
             flush_every: int = 50,
             resume: bool = False,
             energy: Any = None,
+            debias: str | None = None,
+            population: int | None = None,
+            second_order: bool = True,
         ) -> None:
+            if debias == "ddp":
+                raise InvalidArgumentError(
+                    "HFCallback cannot reach the Trainer's DDP wrapper; use debias="
+                    "'accumulation' (gradient_accumulation_steps >= 2)."
+                )
             if criterion is None:
                 criterion = InstrumentedLoss(
                     loss, label_smoothing, ignore_index=-100 if loss == "ce" else None
@@ -233,6 +339,9 @@ def _hf_class() -> type:
                 flush_every=flush_every,
                 resume=resume,
                 energy=energy,
+                debias=debias,
+                population=population,
+                second_order=second_order,
             )
 
         @property
@@ -255,16 +364,31 @@ def _hf_class() -> type:
             loss = crit(logits, labels)
             if torch.is_grad_enabled():
                 self.log_.collect()
-            if num_items_in_batch is None:
-                return loss
             if crit.kind == "ce" and crit.ignore_index is not None:
                 n_local = (labels != crit.ignore_index).sum()
             else:
                 n_local = labels.shape[0]
-            return loss * (n_local / num_items_in_batch)
+            if num_items_in_batch is not None:
+                loss = loss * (n_local / num_items_in_batch)
+            self.log_.equal_weights = num_items_in_batch is None  # the Trainer divides by K
+            return self.mark_backward(loss, int(n_local))
+
+        def mark_backward(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
+            """With ``debias``: mark the micro-batch of ``batch_size`` samples when the backward
+            pass of ``loss`` has finished (queued behind autograd); returns ``loss``."""
+            if self.log_.groups is None or not (torch.is_grad_enabled() and loss.requires_grad):
+                return loss
+            from torch.autograd import Variable
+
+            def queue(grad: torch.Tensor) -> None:
+                Variable._execution_engine.queue_callback(lambda: self.log_.mark(batch_size))
+
+            loss.register_hook(queue)
+            return loss
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.log_.open(int(args.process_index), state.global_step)
+            self.log_.start_groups(kwargs["model"], int(args.gradient_accumulation_steps))
 
         def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             self.log_.before_step(state.global_step, kwargs["model"], kwargs["optimizer"])

@@ -26,8 +26,11 @@ usual unbiased covariance). Leave it None for draws with replacement or when N >
 
 Pass the object to ``gradient_metrics(model, optimizer, groups=groups)``, which reads and
 then resets it (the next step starts afresh; call ``groups.reset()`` if a step is skipped).
-Call it before clipping or unscaling changes ``.grad``: the groups must add up to ``.grad``,
-which is checked.
+The groups must add up to ``.grad``, which is checked (by version counters, free). A
+*uniform* rescale of ``.grad`` after the last mark — ``GradScaler.unscale_``, clipping by the
+global norm (Hugging Face's Trainer clips before its callbacks see the step) — is carried over
+to the estimates (checked against the kept copy, once), so every column is in the units of
+``.grad`` when read; any other change (clipping by value, per-parameter edits) is refused.
 """
 
 from __future__ import annotations
@@ -90,12 +93,12 @@ class _UpdateDot:
         if len(ps) != len(self._params) or any(a is not b for a, b in zip(ps, self._params)):
             self._params, self._theta = ps, [t.clone() for t in now]
             return math.nan  # the first step (or a new set of parameters): no update yet
-        diff = torch._foreach_sub(now, self._theta)
+        back = self._theta  # theta_{k-1} - theta_k, formed in place in the copy
+        torch._foreach_sub_(back, now)
+        dots = [torch.dot(t.reshape(-1), p.grad.reshape(-1).to(t.dtype)) for p, t in zip(ps, back)]
         torch._foreach_copy_(self._theta, now)
-        torch._foreach_mul_(diff, [p.grad.to(t.dtype) for p, t in zip(ps, diff)])
-        sums = [t.sum(dtype=torch.float64) for t in diff]
-        device = sums[0].device
-        return float(torch.stack([s.to(device) for s in sums]).sum())
+        device = dots[0].device
+        return -float(torch.stack([s.to(device, torch.float64) for s in dots]).sum())
 
 
 def _check_population(population: Any) -> int | None:
@@ -264,26 +267,24 @@ class GradientGroups:
             assert self._d is not None and self._db is not None
             # .grad as the last mark left it: the same tensors, not modified in place since
             # (version counters; no pass over the gradient)
+            scale2 = 1.0
             if any(
                 p.grad is not g or g._version != v for p, (g, v) in zip(self._active, self._seen)
             ):
-                raise InvalidArgumentError(
-                    ".grad changed after the last groups.mark: call gradient_metrics(..., "
-                    "groups=...) before gradient clipping or GradScaler.unscale_, or mark "
-                    "after them."
-                )
+                scale2 = self._rescaled()
             self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
             sizes = self._sizes
             B = float(sum(sizes))
             w = [b / B for b in sizes]
             sum_w2 = sum(x * x for x in w)
-            d, db = self._d.cpu().tolist(), self._db.cpu().tolist()
+            d = [x * scale2 for x in self._d.cpu().tolist()]
+            db = [x * scale2 for x in self._db.cpu().tolist()]
             sum_d = math.fsum(d)
             # b_k ||G_k||^2 = b_k d_k / w_k^2 = B^2 d_k / b_k
             sum_bd = B * B * math.fsum(db)
             sum_dP = sum_bdP = math.nan
             if P:
-                sum_dP, sum_bdP = self._p_sums(P, d, db)
+                sum_dP, sum_bdP = self._p_sums(P, d, db, scale2)
                 sum_bdP *= B * B
                 # later steps keep the per-entry buffer only for a per-entry P
                 self._entries = any(isinstance(Pp, torch.Tensor) for Pp in P.values())
@@ -292,8 +293,41 @@ class GradientGroups:
             self.reset()
 
     @torch.no_grad()
+    def _rescaled(self) -> float:
+        """c^2 when ``.grad`` is now c times what the last mark saw, else an error (NaN for a
+        non-finite ``.grad``, as GradScaler's skipped steps have)."""
+        active, grads = self._grads()
+        changed = InvalidArgumentError(
+            ".grad changed after the last groups.mark other than by a uniform rescale "
+            "(clipping by norm, GradScaler.unscale_): call gradient_metrics(..., groups=...) "
+            "before that change, or mark after it."
+        )
+        if len(active) != len(self._active) or any(
+            p is not q for p, q in zip(active, self._active)
+        ):
+            raise changed
+        now = float(_sq_norms(grads).sum())
+        if not math.isfinite(now):
+            return math.nan
+        before = float(_sq_norms(self._prev).sum())
+        if before == 0.0:
+            if now == 0.0:
+                return 1.0
+            raise changed
+        c = math.sqrt(now / before)
+        resid = torch._foreach_mul(self._prev, c)
+        torch._foreach_sub_(resid, grads)
+        if float(_sq_norms(resid).sum()) > 1e-8 * now:
+            raise changed
+        return c * c
+
+    @torch.no_grad()
     def _p_sums(
-        self, P: dict[torch.Tensor, torch.Tensor | float], d: list[float], db: list[float]
+        self,
+        P: dict[torch.Tensor, torch.Tensor | float],
+        d: list[float],
+        db: list[float],
+        scale2: float = 1.0,
     ) -> tuple[float, float]:
         """(sum_k w_k^2 G_k^T P G_k, sum_k w_k^2 G_k^T P G_k / b_k)."""
         sum_dP = sum_bdP = 0.0
@@ -317,10 +351,10 @@ class GradientGroups:
                 dots_b.append(torch.dot(sb, Pf.to(sb.dtype)).double())
         if dots:
             device = dots[0].device
-            t = float(torch.stack([x.to(device) for x in dots]).sum())
+            t = float(torch.stack([x.to(device) for x in dots]).sum()) * scale2
             sum_dP += t
             if self._sq_b is not None:
-                sum_bdP += float(torch.stack([x.to(device) for x in dots_b]).sum())
+                sum_bdP += float(torch.stack([x.to(device) for x in dots_b]).sum()) * scale2
             else:
                 sum_bdP += t / b0
         return sum_dP, sum_bdP

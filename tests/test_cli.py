@@ -388,7 +388,7 @@ def test_prior_options_fail_clearly(capsys, prior_runs, tmp_path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["fit", str(new), "--prior", str(empty), "-q"]) == EXIT_DATA
-    assert "no trajectory" in capsys.readouterr().err
+    assert "holds no log" in capsys.readouterr().err
 
 
 def test_auto_takes_the_earlier_runs_of_a_prior_folder_as_tests(

@@ -107,7 +107,8 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
     if not runs:
         raise DataError(
             f"--prior {str(folder)!r} holds no log with a learning-rate column besides the run "
-            "being fitted; give a folder of earlier runs' logs."
+            "being fitted; give a folder of earlier runs' logs (or of fit JSONs, or a saved "
+            "prior)."
         )
     return runs
 

@@ -17,14 +17,19 @@ $(STAMP): pyproject.toml
 	-@$(MAKE) --no-print-directory data
 	touch $(STAMP)
 
-# System data sets (Debian packages): installed when running as root, skipped otherwise.
+# System data sets and headless Chromium for the report's browser test (Debian packages):
+# installed when running as root, skipped otherwise.
 data:
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  if [ ! -d /usr/share/datasets/fashion-mnist ] || [ ! -f /usr/share/wordnet/data.noun ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist wordnet-base) >/dev/null 2>&1 \
 	      || echo "note: could not install dataset-fashion-mnist/wordnet-base; their experiments will say how"; \
 	  fi; \
-	else echo "note: not root, skipping Debian data packages (dataset-fashion-mnist, wordnet-base)"; fi
+	  if ! command -v chromium >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "note: could not install chromium; tests/test_report_browser.py will be skipped"; \
+	  fi; \
+	else echo "note: not root, skipping Debian packages (dataset-fashion-mnist, wordnet-base, chromium)"; fi
 
 demo: $(STAMP)
 	$(BIN)/lossrate demo

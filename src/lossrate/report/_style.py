@@ -63,6 +63,7 @@ _RC: dict[str, Any] = {
     "legend.framealpha": 0.9,
     "legend.edgecolor": "#cccccc",
     "xtick.labelsize": 9,
+    "axes.titlepad": 15,  # room for the "fit | predict" label above the plot (_mark_cut)
     "ytick.labelsize": 9,
 }
 
@@ -101,17 +102,18 @@ def _mark_cut(ax: Axes, x: float | None, *, label: bool = True) -> None:
         return
     ax.axvline(x, color=COLORS["cut"], ls="--", lw=1.0, alpha=0.8, zorder=1)
     if label:
+        # above the plot, on the cut, where no data, legend or info box can hide it
         ax.annotate(
             "fit ◀ │ ▶ predict",
             xy=(x, 1.0),
             xycoords=("data", "axes fraction"),
-            xytext=(0, -2),
+            xytext=(0, 2),
             textcoords="offset points",
             ha="center",
-            va="top",
+            va="bottom",
             fontsize=8,
             color=COLORS["cut"],
-            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "none", "alpha": 0.85},
+            annotation_clip=False,
         )
 
 
@@ -214,11 +216,27 @@ def _observed_line(ax: Axes, traj: Trajectory, *, label: str = "observed (batch 
         )
 
 
+#: legend labels longer than this wrap onto further lines
+_LABEL_WIDTH = 56
+
+
 def _legend_below(fig: Figure, ax: Axes, ncols: int = 3) -> None:
-    """The axes' legend in a row under the plot, where it hides no data."""
+    """The axes' legend in rows under the plot, where it hides no data: long labels wrap,
+    and the columns drop from ``ncols`` until the legend fits the figure's width."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(ncols, len(handles)))
+    if not handles:
+        return
+    labels = [textwrap.fill(label, _LABEL_WIDTH) for label in labels]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    for n in range(min(ncols, len(handles)), 0, -1):
+        legend = fig.legend(handles, labels, loc="outside lower center", ncols=n)
+        if n == 1 or legend.get_window_extent(renderer).width <= 0.98 * fig.bbox.width:
+            return
+        legend.remove()
 
 
 def _plain_log_axis(ax: Axes) -> None:

@@ -358,3 +358,26 @@ def test_ddp_per_rank_estimates_equal_one_process_fed_two_halves(tmp_path):
         a, b = getattr(ddp, name), getattr(single, name)
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, err_msg=name)
     assert (np.abs(ddp.grad_sq - ddp.grad_sq_raw) > 1e-3).all()  # the debiasing did something
+
+
+def test_lossrate_train_records_the_debiased_columns_with_gradient_groups(tmp_path):
+    """train.gradient_groups = 2: the same updates (to rounding) as the plain run, plus
+    gradient_noise.csv; 1 is refused with the key's name."""
+    from lossrate.experiments import load_config, run_experiment
+
+    cfg = load_config("teacher_student_gd").override(
+        {"train.steps": 6, "train.batch_size": 32, "train.eval_every": 0}
+    )
+    run_experiment(cfg, tmp_path / "plain")
+    run_experiment(cfg.override({"train.gradient_groups": 2}), tmp_path / "groups")
+    plain = Trajectory.read(tmp_path / "plain" / "trajectory.csv")
+    grouped = Trajectory.read(tmp_path / "groups" / "trajectory.csv")
+    np.testing.assert_allclose(grouped.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(grouped.grad_sq, plain.grad_sq, rtol=1e-4)
+    noise = read_gradient_noise(tmp_path / "groups")
+    np.testing.assert_array_equal(noise.step, np.arange(6))
+    np.testing.assert_array_equal(noise.groups, 2)
+    assert np.isfinite(noise.grad_sq).all() and (noise.grad_sq < noise.grad_sq_raw).all()
+    assert not (tmp_path / "plain" / "gradient_noise.csv").exists()
+    with pytest.raises(InvalidArgumentError, match="gradient_groups"):
+        cfg.override({"train.gradient_groups": 1})

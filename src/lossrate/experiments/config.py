@@ -283,11 +283,17 @@ class TrainConfig:
     # measure K^2 (trace of the normalised NTK) every this many steps; 0 = never
     kernel_every: int = 0
     kernel_samples: int = 8  # samples of the batch K^2 is averaged over (one Jacobian each)
+    # 0 = off; k >= 2 runs each batch as k parts (k backward passes, the same update) and
+    # writes the debiased gradient norms and tr(Sigma_g) to gradient_noise.csv (2: two halves)
+    gradient_groups: int = 0
 
     def __post_init__(self) -> None:
         _at_least("train.steps", self.steps, 1)
         _at_least("train.kernel_samples", self.kernel_samples, 1)
-        for key in ("batch_size", "eval_every", "eval_size", "checkpoint_every", "kernel_every"):
+        if self.gradient_groups == 1:
+            _fail("train.gradient_groups", 1, "must be 0 (off) or >= 2 (the parts of a batch).")
+        for key in ("batch_size", "eval_every", "eval_size", "checkpoint_every", "kernel_every",
+                    "gradient_groups"):  # fmt: skip
             _at_least(f"train.{key}", getattr(self, key), 0)
         _at_least("train.log_flush_every", self.log_flush_every, 1)
 

@@ -25,7 +25,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..energy import EnergyMeter
-from ..torch import InstrumentedLoss, Recorder, gradient_metrics, kernel_trace
+from ..torch import GradientGroups, InstrumentedLoss, Recorder, gradient_metrics, kernel_trace
+from ..torch.losses import BatchStats
 from ..trajectory import RunMeta
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import ExperimentConfig, OptimConfig
@@ -172,6 +173,9 @@ def train(
     y_test = targets_for(data.y_test[:n_test], cfg.loss.name, n_out).to(device)
     n = len(y_train)
     batch = n if cfg.full_batch else min(tc.batch_size, n)
+    # train.gradient_groups: each batch in parts, for the debiased gradient columns
+    groups = GradientGroups(model, population=n) if tc.gradient_groups else None
+    parts = GradientGroups.split(batch, tc.gradient_groups) if groups is not None else []
 
     # Data order: a fresh permutation of the training set each epoch, from a seeded generator.
     order = torch.Generator().manual_seed(tc.seed)
@@ -216,9 +220,19 @@ def train(
             meter.step_energy()  # this step's energy count starts here (the test loss is left out)
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss = crit(model(xb), yb)
-            loss.backward()
-            grads = gradient_metrics(model, optimizer)
+            if groups is None:
+                loss = crit(model(xb), yb)
+                loss.backward()
+                stats = crit.last
+            else:
+                part_stats = []
+                for part, w in parts:
+                    loss = crit(model(xb[part]), yb[part])
+                    (loss * w).backward()
+                    groups.mark(part.stop - part.start)
+                    part_stats.append(crit.last)
+                stats = BatchStats.combine(part_stats)
+            grads = gradient_metrics(model, optimizer, groups=groups)
             k_sq = None
             if tc.kernel_every and k % tc.kernel_every == 0:
                 k_sq = kernel_trace(model, xb, optimizer=optimizer, max_samples=tc.kernel_samples)
@@ -231,7 +245,7 @@ def train(
             recorder.log(
                 step=k,
                 lr=lr,
-                batch=crit.last,
+                batch=stats,
                 grad=grads,
                 wall_s=wall,
                 energy_j=meter.step_energy(),

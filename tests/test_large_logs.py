@@ -153,3 +153,23 @@ def test_csv_size_limit_is_its_own_unless_given() -> None:
     assert csv_max_bytes(DEFAULT_MAX_BYTES) == CSV_MAX_BYTES
     assert csv_max_bytes(64 * 2**20) == 64 * 2**20  # the same number, given on purpose
     assert csv_max_bytes(None) is None
+
+
+def test_the_report_says_the_log_was_binned(tmp_path: Path) -> None:
+    from lossrate.fit import predict
+    from lossrate.report import Headline
+    from lossrate.report.analysis import fit_prefix
+    from lossrate.report.html import render_html
+
+    k = np.arange(3000)
+    rng = np.random.default_rng(1)
+    loss = (1 + k / 50) ** -0.4 * np.exp(0.02 * rng.standard_normal(k.size))
+    path = write_csv(
+        tmp_path / "run.csv", "step,loss,lr", [k, loss, np.full(k.size, 0.1)], ["%d", "%.8f", "%g"]
+    )
+    traj = read_csv(path, max_points=200)
+    f = fit_prefix(traj, model="power_steps", until=0.5, bootstrap=0)
+    pred = predict(f, traj.step)
+    page = render_html(traj, f, Headline.from_prediction(traj, pred), [], prediction=pred)
+    assert f"fitted on a binned log: {traj.n:,} of 3,000 logged steps kept" in page
+    assert "(binned from 3,000 rows)" in page

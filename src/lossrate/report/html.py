@@ -225,8 +225,13 @@ def _param_docs(fit: FitResult) -> dict[str, str]:
     return {p.name: p.doc for p in fit.model.params(runs[0])}
 
 
-def _notes(fit: FitResult, prediction: Prediction | None, extra: Sequence[str]) -> str:
+def _notes(
+    fit: FitResult, prediction: Prediction | None, extra: Sequence[str], traj: Trajectory
+) -> str:
     items = [f"<li>{_e(n)}</li>" for n in fit.notes]
+    thinned = traj.meta.extra.get("thinned")
+    if thinned:  # a long log binned by the reader (lossrate.readers._bins)
+        items.insert(0, f"<li>fitted on a binned log: {_e(thinned)}</li>")
     if not fit.success:
         items.insert(0, f"<li class='warn'>the fit did not converge: {_e(fit.message)}</li>")
     if prediction is not None:
@@ -255,8 +260,13 @@ def _meta_table(traj: Trajectory, settings: Mapping[str, Any]) -> str:
             rows += [(f"extra.{k}", v) for k, v in value.items()]
         elif value not in (None, ""):
             rows.append((key, value))
+    source_rows = traj.meta.extra.get("source_rows")
+    binned = f" (binned from {source_rows:,} rows)" if isinstance(source_rows, int) else ""
     rows += [
-        ("logged steps", f"{traj.n:,} rows, steps {int(traj.step[0]):,} … {int(traj.step[-1]):,}"),
+        (
+            "logged steps",
+            f"{traj.n:,} rows, steps {int(traj.step[0]):,} … {int(traj.step[-1]):,}{binned}",
+        ),
         ("intrinsic time", f"0 … {_num(float(traj.t[-1]))}"),
         ("columns", ", ".join(traj.columns())),
     ]
@@ -313,7 +323,7 @@ def render_html(
             if getattr(fit, "combination", None) is not None
             else f"<h2>Fitted parameters</h2>{_param_table(fit)}"
         )
-        + f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings)}"
+        + f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings, traj)}"
         f"<h2>Figures</h2>{_figures(figures)}"
         f"<h2>Run</h2>{_meta_table(traj, settings or {})}"
         f"<footer>Made by lossrate {_e(__version__)} on {_e(stamp)}. The loss state-rate ODE "

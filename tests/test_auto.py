@@ -224,6 +224,7 @@ def test_earlier_runs_join_the_backtests_at_the_full_ratio() -> None:
     for bt in tests:  # cut at the same fraction: the horizon ratio is the one asked for
         assert bt.horizon_ratio == pytest.approx(with_runs.ratio, rel=0.05)
     assert with_runs.weights["power_S"] > 0.9  # the true law carries the weight
+    assert not with_runs.decay_seen  # constant lr everywhere
     pred = predict_auto(with_runs, traj.step)
     assert abs(np.log(pred.loss[-1] / clean[-1])) < 0.05
 
@@ -273,3 +274,18 @@ def test_worker_processes_give_the_serial_answer_exactly() -> None:
     np.testing.assert_array_equal(p1.upper, p2.upper)
     with pytest.raises(InvalidArgumentError, match="jobs"):
         lr.fit(traj, schedule=sch, jobs=-3)
+
+
+def test_an_earlier_run_that_decayed_identifies_the_decay_gain() -> None:
+    traj, sch, _ = _power_run(n_steps=1000)
+    decayed_sch = Schedule.wsd(0.1, 1001, decay_start=600)
+    steps = traj.step
+    S = decayed_sch.S(steps)
+    meta = RunMeta(loss="ce", classes=10, name="decayed")
+    earlier = Trajectory.from_arrays(
+        1.0 + 3.0 * S**-0.5, step=steps, lr=decayed_sch.lr[steps], meta=meta
+    )
+    pre = traj.prefix(0.3)
+    alone = fit_auto(pre, schedule=sch, models="power_S,exponential")
+    seen = fit_auto(pre, schedule=sch, models="power_S,exponential", earlier={"decayed": earlier})
+    assert not alone.decay_seen and seen.decay_seen

@@ -24,7 +24,7 @@ from .fitting.predict import predict as _engine_predict
 from .fitting.registry import available_models as _available_models
 from .fitting.registry import get_model as get_model
 from .fitting.result import Fit as Fit
-from .schedule import Schedule, decays_after_peak
+from .schedule import Schedule, continues, decays_after_peak
 from .trajectory import Trajectory
 
 __all__ = ["AutoFit", "Fit", "available_models", "fit", "fit_many", "get_model", "predict"]
@@ -125,27 +125,30 @@ def _no_higher_with_decay(
     lr = schedule.at(np.clip(pred.step, 0, schedule.n_steps - 1))
     if lr_cut <= 0 or not np.any(lr[ahead] < DECAY_SHARE * lr_cut):
         return pred
-    flat = schedule.held_from(cut, name="no decay")
-    base = _engine_predict(fr, pred.step, schedule=flat, level=level)
-    under = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= lr_cut * (1 + 1e-9))
-    higher = under & (pred.loss > base.loss)
     prior = fr.extra.get("prior") if isinstance(getattr(fr, "extra", None), dict) else None
     seen = decays_after_peak(runs[0].schedule.lr[: max(sn, 1)], DECAY_SHARE) or bool(
         prior and prior.get("decayed")
     )
-    guessed = under & ~seen & (pred.loss < base.loss)
     notes = list(pred.warnings)
-    if higher.any():
-        notes.append(
-            f"{fr.model.describe()} predicts a higher loss with the lr decay than without it at "
-            f"{int(higher.sum())} step(s) (it has no term for a decay's gain); the prediction "
-            "there is the no-decay one: a decay does not raise the loss"
-        )
     if not seen:
         notes.append(
             "the decay gain is not identified: the fitted steps hold no lr decay, so what the "
             "decay gains is the model's guess (give earlier runs that decayed, --prior, or use "
             "model='auto', whose interval shows the range)"
+        )
+    if not continues(runs[0].schedule, schedule, cut):
+        # another run from an earlier step, not this one going on: no "no decay" to compare
+        return dataclasses.replace(pred, warnings=tuple(dict.fromkeys(notes)))
+    flat = schedule.held_from(cut, name="no decay")
+    base = _engine_predict(fr, pred.step, schedule=flat, level=level)
+    under = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= lr_cut * (1 + 1e-9))
+    higher = under & (pred.loss > base.loss)
+    guessed = under & ~seen & (pred.loss < base.loss)
+    if higher.any():
+        notes.append(
+            f"{fr.model.describe()} predicts a higher loss with the lr decay than without it at "
+            f"{int(higher.sum())} step(s) (it has no term for a decay's gain); the prediction "
+            "there is the no-decay one: a decay does not raise the loss"
         )
     if guessed.any():
         i = int(np.flatnonzero(guessed)[-1])

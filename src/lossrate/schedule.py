@@ -307,3 +307,13 @@ def decays_after_peak(lr: Any, share: float = 0.9) -> bool:
         return False
     i = int(np.argmax(a))
     return bool(a[i] > 0 and float(np.min(a[i:])) < share * float(a[i]))
+
+
+def continues(fitted: Schedule, what_if: Schedule, cut: int) -> bool:
+    """Whether ``what_if`` follows the same learning rates as ``fitted`` over the steps
+    0 .. ``cut`` (a what-if that goes on from the fitted run, not another run from step 0)."""
+    n = int(cut) + 1
+    if fitted.n_steps < n or what_if.n_steps < n:
+        return False
+    a, b = fitted.lr[:n], what_if.lr[:n]
+    return bool(np.allclose(a, b, rtol=1e-9, atol=1e-15 * max(float(np.max(np.abs(a))), 1.0)))

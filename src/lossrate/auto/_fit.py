@@ -96,7 +96,8 @@ def _noise(traj: Trajectory) -> float:
 
 
 def _decay_seen(run: RunData) -> bool:
-    """The logged steps see the lr fall below 90 % of its peak after the peak."""
+    """The logged steps see the lr fall below 90 % of its peak after the peak (the prefix's,
+    or an earlier run's: its tests then show how the laws fare through a decay)."""
     lr = run.schedule.at(np.clip(run.traj.step, 0, run.schedule.n_steps - 1))
     return decays_after_peak(lr, DECAY_SHARE)
 
@@ -207,9 +208,10 @@ def fit_auto(
     say = progress or (lambda _s: None)
     smooth_log = np.log(smoothed(traj.loss))
     plans = plan_backtests(traj, run.schedule, smooth_log, ratio)
-    if earlier:
+    earlier_runs = _named(earlier) if earlier else {}
+    if earlier_runs:
         plans += plan_transfer_tests(
-            _named(earlier), 1.0 / ratio, max_points=int(max_points), thin=thin
+            earlier_runs, 1.0 / ratio, max_points=int(max_points), thin=thin
         )
     tasks: list[tuple[Any, ...]] = [
         ("point", c, p.head, p.schedule, p.steps, seed) for p in plans for c in cands
@@ -295,6 +297,6 @@ def fit_auto(
         noise_raw=_noise(raw),
         backtests=tuple(backtests),
         lr_cut=float(run.schedule.lr[min(sn, run.schedule.n_steps - 1)]),
-        decay_seen=_decay_seen(run),
+        decay_seen=_decay_seen(run) or any(_decay_seen(rd) for rd in earlier_runs.values()),
         floor=floor,
     )

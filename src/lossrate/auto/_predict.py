@@ -13,7 +13,7 @@ from .._model import RunData
 from .._results import Prediction
 from ..fitting.intervals import z_quantile
 from ..fitting.predict import predict, prediction_steps
-from ..schedule import Schedule
+from ..schedule import Schedule, continues
 from ._candidates import DECAY_SHARE
 from ._members import implausible
 from ._result import AutoFit, AutoModel
@@ -131,6 +131,10 @@ def _decay_sanity(
     """Through an lr decay ahead of the cut: never predict more than without the decay, and
     where the prefix never saw a decay, let the interval show that its gain is unknown.
 
+    The clamp holds only for a what-if that continues the fitted run (the same lr up to the
+    cut); a schedule that differs before the cut is another run, whose decay may end higher
+    (its own prediction then stands in for the no-decay curve below).
+
     The "no decay" curve holds the lr at its value at the cut, ``lr_cut``. Where the
     schedule's lr up to a step never exceeds it, the prediction there is at most that
     curve's. Without a decay in the prefix the gain is not identified: the lower edge then
@@ -146,19 +150,22 @@ def _decay_sanity(
     if not np.any(lr[ahead] < DECAY_SHARE * afit.lr_cut):
         return best, h_lo, notes
     cut = min(sn, sched.n_steps - 1)
-    flat = rd.with_schedule(sched.held_from(cut, afit.lr_cut, name="no decay"))
-    with np.errstate(all="ignore"):
-        base = np.log(afit.model.curve({}, flat, steps))
-    lr_steps = np.maximum.accumulate(np.where(ahead, lr, 0.0))
-    under = ahead & (lr_steps <= afit.lr_cut * (1 + 1e-9)) & np.isfinite(base)
-    higher = under & (best > base)
-    if higher.any():
-        notes.append(
-            "the weighted models predicted a higher loss with the lr decay than without it at "
-            f"{int(higher.sum())} step(s); the prediction there is the no-decay curve (a decay "
-            "does not raise the loss)"
-        )
-        best = np.where(higher, base, best)
+    if continues(afit.run.schedule, sched, cut):
+        flat = rd.with_schedule(sched.held_from(cut, afit.lr_cut, name="no decay"))
+        with np.errstate(all="ignore"):
+            base = np.log(afit.model.curve({}, flat, steps))
+        lr_steps = np.maximum.accumulate(np.where(ahead, lr, 0.0))
+        under = ahead & (lr_steps <= afit.lr_cut * (1 + 1e-9)) & np.isfinite(base)
+        higher = under & (best > base)
+        if higher.any():
+            notes.append(
+                "the weighted models predicted a higher loss with the lr decay than without it "
+                f"at {int(higher.sum())} step(s); the prediction there is the no-decay curve (a "
+                "decay does not raise the loss)"
+            )
+            best = np.where(higher, base, best)
+    else:  # another run from an earlier step: its decay may end higher; no clamp
+        base = best
     if not afit.decay_seen:
         with np.errstate(all="ignore"):
             share = np.clip(lr / afit.lr_cut, 0.0, 1.0)

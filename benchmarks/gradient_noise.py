@@ -10,7 +10,10 @@
 2. Noise scale B_noise = tr(Sigma_g) / ||grad L||^2 of the MNIST MLP (configs/mnist_mlp_sgd),
    trained 200 steps, then measured at those fixed weights with batches of 32, 128 and 512
    (draws of the two-half estimates, no update): a property of the model state, so the three
-   intervals should overlap.
+   intervals should overlap. The variance of one draw's ||grad L||^2 estimate grows as
+   1 / B^2 (it is tr(Sigma^2)-dominated at small B), so a batch of B gets --draws x (512/B)^2
+   draws: every batch size's interval is then about as narrow (at 60, batch 32 gets 15,360
+   draws, about 10^4 x 32 samples; with 60 draws it had no finite upper end).
 
     python benchmarks/gradient_noise.py [--steps 150] [--draws 60]
 """
@@ -91,10 +94,11 @@ def noise_scales(draws: int) -> list[str]:
         opt.zero_grad()
         crit(model(x[idx]), y[idx]).backward()
         opt.step()
-    lines = []
+    lines, intervals = [], []
     for batch in (32, 128, 512):
-        groups, rows = GradientGroups(model, population=n), NoiseRows()
-        for k in range(draws):
+        groups, rows = GradientGroups(model, population=n, second_order=False), NoiseRows()
+        n_draws = draws * (512 // batch) ** 2
+        for k in range(n_draws):
             idx = torch.randperm(n, generator=gen)[:batch]
             _grouped(model, crit, x[idx], y[idx], groups)
             gs = gradient_metrics(model, None, groups=groups)
@@ -102,9 +106,17 @@ def noise_scales(draws: int) -> list[str]:
                               grad_sq=gs.grad_sq_debiased, pgrad_sq_raw=np.nan, pgrad_sq=np.nan,
                               trace_sigma=gs.trace_sigma, ptrace_sigma=np.nan)  # fmt: skip
             lines.append(rows_k)
-        ns = noise_scale(GradientNoise.from_rows(np.array(lines[-draws:])), last=1.0)
+        ns = noise_scale(GradientNoise.from_rows(np.array(lines[-n_draws:])), last=1.0)
         hi = "inf" if np.isinf(ns.upper) else f"{ns.upper:.4g}"
-        yield f"{batch:>6}{draws:>7}{ns.estimate:>12.4g}   [{ns.lower:.4g}, {hi}]{ns.ratio:>10.3g}"
+        intervals.append((ns.lower, ns.upper))
+        yield (
+            f"{batch:>6}{n_draws:>7}{ns.estimate:>12.4g}   [{ns.lower:.4g}, {hi}]{ns.ratio:>10.3g}"
+        )
+    lo, hi = max(a for a, _ in intervals), min(b for _, b in intervals)
+    yield (
+        f"the three 95 % intervals {'overlap' if lo <= hi else 'do NOT overlap'}: common part "
+        f"[{lo:.4g}, {hi:.4g}]"
+    )
 
 
 def main() -> None:

@@ -307,9 +307,10 @@ def read_gradient_noise(run: str | os.PathLike[str]) -> GradientNoise:
         raise DataError(
             f"{str(path)!r} does not exist: the run was recorded without gradient groups, so it "
             "has no debiased gradient norm or tr(Sigma_g). Record it with "
-            "lossrate.torch.GradientGroups (gradient accumulation or the two-half-batch mode, "
-            "GradientGroups(model, halves=True)) or DDPGradients(ddp_model), passed to "
-            "gradient_metrics(..., groups=...)."
+            "lossrate.torch.GradientGroups (gradient accumulation, or the two-half-batch mode "
+            "GradientGroups.split) or DDPGradients(ddp_model), passed to "
+            "gradient_metrics(..., groups=...); with the callbacks' debias='accumulation' (or "
+            "'ddp'); or with lossrate train and train.gradient_groups = 2 in the config."
         )
     lines = path.read_text().splitlines()
     if len(lines) < 2 or not lines[0].startswith("#") or lines[1] != ",".join(NOISE_COLUMNS):

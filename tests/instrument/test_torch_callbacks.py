@@ -45,9 +45,10 @@ def _net():
     return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
 
 
-def _reference(run_dir, debias=False):
+def _reference(run_dir, debias=False, parts=None):
     """Full-batch SGD by hand; with ``debias`` the batch runs as the two micro-batches of
-    MICRO with GradientGroups (the same update), writing gradient_noise.csv."""
+    MICRO with GradientGroups (the same update), writing gradient_noise.csv; ``parts(step)``:
+    the (index, weight) of the groups instead (each of MICRO samples)."""
     model, (x, y) = _net(), _data()
     crit = InstrumentedLoss("ce", label_smoothing=0.05)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.5)
@@ -56,12 +57,12 @@ def _reference(run_dir, debias=False):
         for k in range(STEPS):
             opt.zero_grad()
             if debias:
-                parts = []
-                for part, w in GradientGroups.split(N, N // MICRO):
+                stats = []
+                for part, w in parts(k) if parts else GradientGroups.split(N, N // MICRO):
                     (crit(model(x[part]), y[part]) * w).backward()
                     groups.mark(MICRO)
-                    parts.append(crit.last)
-                batch = BatchStats.combine(parts)
+                    stats.append(crit.last)
+                batch = BatchStats.combine(stats)
             else:
                 crit(model(x), y).backward()
                 batch = crit.last
@@ -69,6 +70,11 @@ def _reference(run_dir, debias=False):
             opt.step()
             rec.log(step=k, lr=LR, batch=batch, grad=gs)
     return Trajectory.read(run_dir / "trajectory.csv")
+
+
+def _rank_parts(step):
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(step))
+    return [(perm[0::2], 0.5), (perm[1::2], 0.5)]
 
 
 NOISE = ("grad_sq_raw", "grad_sq", "pgrad_sq", "trace_sigma", "ptrace_sigma", "update_dot")
@@ -167,6 +173,28 @@ def test_lightning_callback_records_the_debiased_columns_of_the_micro_batches(tm
         trainer.fit(_LitModel(), loader)
     with pytest.raises(InvalidArgumentError, match="debias"):
         LightningCallback(tmp_path / "x", debias="halves")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="no gloo backend",
+)
+def test_lightning_callback_records_the_ranks_groups_under_ddp(tmp_path):
+    """debias="ddp": DDPGradients on Lightning's DDP wrapper equals one process fed the
+    ranks' samples as two groups (Lightning's DistributedSampler shuffles with seed 0 +
+    epoch; rank r takes every second index from r; here one step is one epoch)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    job = Path(__file__).with_name("lightning_ddp_job.py")
+    out = tmp_path / "first"
+    if subprocess.run([sys.executable, str(job), str(out)], timeout=300).returncode != 0:
+        out = tmp_path / "again"  # gloo start-up/teardown can abort on a loaded machine
+        subprocess.run([sys.executable, str(job), str(out)], check=True, timeout=300)
+    _reference(tmp_path / "ref", debias=True, parts=_rank_parts)
+    _assert_same_noise(out / "pl", tmp_path / "ref")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")

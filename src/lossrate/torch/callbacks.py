@@ -426,6 +426,9 @@ _CLASSES: dict[str, type] = {}
 def __getattr__(name: str) -> Any:
     if name in _FACTORIES:
         if name not in _CLASSES:
-            _CLASSES[name] = _FACTORIES[name]()
+            cls = _FACTORIES[name]()
+            # picklable by name (Lightning's ddp_spawn pickles the callbacks to its processes)
+            cls.__qualname__, cls.__module__ = name, __name__
+            _CLASSES[name] = cls
         return _CLASSES[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -330,31 +330,35 @@ def _integrate(
     L0: float,
 ) -> np.ndarray:
     """dL/dt = -phi(t) g2(L, cv(t) L) + drift(t) on the grid t (``sigma`` holds the observed
-    coefficient of variation cv = sigma_L / L; piecewise-linear inputs,
-    LSODA with steps no longer than the grid spacing; the floor is never crossed)."""
+    coefficient of variation cv = sigma_L / L; piecewise-linear inputs, the floor is never
+    crossed). Integrated over the step index k with dt/dk = the step's lr (LSODA, steps of at
+    most one index): the same equation, whose step bound does not shrink with the smallest
+    lr (a cosine schedule's last steps made the bound in t tiny and the solve endless)."""
     floor = float(g_fn.floor)
-    keep = np.concatenate([[True], np.diff(t) > 0])  # lr = 0 steps add no time
-    tt, ph, sg = t[keep], phi[keep], sigma[keep]
-    dr = None if drift is None else drift[keep]
+    t = np.asarray(t, dtype=float)
+    if t.size < 2 or t[-1] <= t[0]:
+        return np.full(t.size, L0)
+    k = np.arange(t.size, dtype=float)
+    dt = np.diff(t)
+    last = t.size - 1
 
     def rhs(s: float, y: np.ndarray) -> np.ndarray:
+        rate = dt[min(int(s), last - 1)]
+        if rate <= 0:
+            return np.zeros(1)
         L = max(float(y[0]), floor + 1e-12)
-        out = -np.interp(s, tt, ph) * float(g_fn.g2(L, L * np.interp(s, tt, sg)))
-        if dr is not None:
-            out += np.interp(s, tt, dr)
-        return np.array([out])
+        out = -np.interp(s, k, phi) * float(g_fn.g2(L, L * np.interp(s, k, sigma)))
+        if drift is not None:
+            out += np.interp(s, k, drift)
+        return np.array([out * rate])
 
-    span = (float(tt[0]), float(tt[-1]))
-    if span[1] <= span[0]:
-        return np.full(t.size, L0)
-    step = float(np.min(np.diff(tt)))
     sol = solve_ivp(
-        rhs, span, [L0], method="LSODA", t_eval=tt, max_step=step, rtol=1e-6, atol=1e-10 * L0
-    )
+        rhs, (0.0, float(last)), [L0], method="LSODA", t_eval=k, max_step=1.0, rtol=1e-6,
+        atol=1e-10 * L0,
+    )  # fmt: skip
     if not sol.success:
         raise DataError(f"the replay's ODE solver failed: {sol.message}")
-    out = np.interp(t, tt, np.maximum(sol.y[0], floor))
-    return np.asarray(out, dtype=float)
+    return np.asarray(np.maximum(sol.y[0], floor), dtype=float)
 
 
 def _closure_ratio(traj: Trajectory, g_fn: Closure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

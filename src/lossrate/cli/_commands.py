@@ -146,6 +146,7 @@ def _fit_and_report(
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            jobs=args.jobs,
             on_stage=st.advance,
             fix=_fixes(args),
         )
@@ -198,6 +199,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            jobs=args.jobs,
             prior=prior,
             ahead=schedule,
             fix=_fixes(args),
@@ -338,6 +340,7 @@ def _cmd_floor(args: argparse.Namespace) -> Outcome:
             level=args.level,
             bootstrap=args.bootstrap,
             seed=args.seed,
+            jobs=args.jobs,
             on_stage=st.advance,
             fix=_fixes(args),
         )

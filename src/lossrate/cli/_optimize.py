@@ -96,6 +96,7 @@ def _cmd_optimize(args: argparse.Namespace) -> Any:
             seed=args.seed,
             prior=prior,
             ahead=ahead,
+            jobs=args.jobs,
         )
         st.advance("fit")
         is_auto = hasattr(f, "combination")

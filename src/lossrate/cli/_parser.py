@@ -289,6 +289,13 @@ def _log_options(
         help="bootstrap refits for the intervals (0: faster Gauss-Newton intervals)",
     )
     f.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    f.add_argument(
+        "--jobs",
+        type=_count,
+        default=0,
+        metavar="N",
+        help="worker processes for auto's fits (0: every core; 1: none); same answer either way",
+    )
 
 
 def _prior_options(p: argparse.ArgumentParser) -> None:

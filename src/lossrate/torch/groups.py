@@ -8,8 +8,11 @@ an opt-in split (theory §4.2; the estimators are in :mod:`lossrate.measured`):
   each micro-batch's ``backward()``. ``.grad`` must end as the gradient of the step's mean
   loss (divide each micro-batch loss by the number of micro-batches, or weight it by its
   share of the samples), so the increment of ``.grad`` at mark k is w_k G_k, with
-  w_k = b_k / sum b. No extra backward pass; one copy of the gradient and one buffer of
-  squared increments are kept (a second buffer when the micro-batch sizes differ).
+  w_k = b_k / sum b. No extra backward pass; one copy of the gradient is kept, plus a buffer
+  of squared increments only for a per-entry P (Adam, RMSprop, Adagrad; a second one when
+  the micro-batch sizes differ). A mark is three fused passes over the gradient and no wait
+  for the device; ``update_dot`` (``second_order=True``) adds a copy of the parameters and
+  about three passes per step.
 * **two-half-batch mode** (opt-in) — the same class on a step split into parts
   (``groups.split(n)`` gives the slices and loss weights): two backward passes on halves
   instead of one on the batch; :mod:`benchmarks.recorder_overhead` reports what it costs.

@@ -130,6 +130,17 @@ def _sq_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(norms).double().square()
 
 
+def _norm_rows(norms: list[list[torch.Tensor]]) -> list[list[float]]:
+    """The marks' per-parameter norms as floats (one stack, one wait for the device)."""
+    flat = [n for row in norms for n in row]
+    device = flat[0].device
+    if any(n.device != device for n in flat):
+        flat = [n.to(device) for n in flat]
+    vals = torch.stack(flat).tolist()
+    width = len(norms[0])
+    return [vals[i : i + width] for i in range(0, len(vals), width)]
+
+
 class GradientGroups:
     """Micro-batch (or half-batch) gradients of one optimizer step (see the module).
 
@@ -171,8 +182,7 @@ class GradientGroups:
         self._seen: list[tuple[torch.Tensor, int]] = []
         self._sq_b: list[torch.Tensor] | None = None  # sum_k (w_k G_k)^2 / b_k, per entry
         self._sizes: list[int] = []
-        self._d: torch.Tensor | None = None  # per parameter: sum_k ||w_k G_k||^2
-        self._db: torch.Tensor | None = None  # per parameter: sum_k ||w_k G_k||^2 / b_k
+        self._norms: list[list[torch.Tensor]] = []  # per mark: ||w_k G_k|| per parameter
         self._step_entries = self._entries
 
     @property
@@ -228,8 +238,7 @@ class GradientGroups:
             if entries:
                 torch._foreach_copy_(self._sq, grads)
                 torch._foreach_mul_(self._sq, grads)
-            d = _sq_norms(grads)
-            self._d, self._db = d, d / b
+            self._norms.append(torch._foreach_norm(grads))  # no wait for the device
             self._sizes.append(b)
             self._seen = [(p.grad, p.grad._version) for p in active]
             return
@@ -243,10 +252,7 @@ class GradientGroups:
         # the increment -(w_k G_k), formed in the copy of the last mark (no allocation)
         delta = self._prev
         torch._foreach_sub_(delta, grads)
-        d = _sq_norms(delta)
-        assert self._d is not None and self._db is not None
-        self._d += d
-        self._db += d / b
+        self._norms.append(torch._foreach_norm(delta))
         if entries:
             if b != self._sizes[0] and self._sq_b is None:
                 self._sq_b = torch._foreach_div(self._sq, float(self._sizes[0]))
@@ -267,7 +273,6 @@ class GradientGroups:
                     "needs at least 2: call groups.mark(batch_size) after every micro-batch's "
                     "backward(), or use the two-half-batch mode (groups.split)."
                 )
-            assert self._d is not None and self._db is not None
             # .grad as the last mark left it: the same tensors, not modified in place since
             # (version counters; no pass over the gradient)
             scale2 = 1.0
@@ -280,8 +285,13 @@ class GradientGroups:
             B = float(sum(sizes))
             w = [b / B for b in sizes]
             sum_w2 = sum(x * x for x in w)
-            d = [x * scale2 for x in self._d.cpu().tolist()]
-            db = [x * scale2 for x in self._db.cpu().tolist()]
+            with torch.no_grad():  # per mark and parameter: ||w_k G_k||
+                rows = _norm_rows(self._norms)
+            d = [scale2 * math.fsum(r[i] ** 2 for r in rows) for i in range(len(rows[0]))]
+            db = [
+                scale2 * math.fsum(r[i] ** 2 / b for r, b in zip(rows, sizes))
+                for i in range(len(rows[0]))
+            ]
             sum_d = math.fsum(d)
             # b_k ||G_k||^2 = b_k d_k / w_k^2 = B^2 d_k / b_k
             sum_bd = B * B * math.fsum(db)

@@ -8,9 +8,7 @@ The MiniLM text encoder (transformers) is imported only by configs that use it.
 """
 
 from .config import ExperimentConfig as ExperimentConfig
-from .config import SweepConfig as SweepConfig
 from .config import load_config as load_config
-from .config import load_sweep as load_sweep
 from .config import shipped_configs as shipped_configs
 from .datasets import Dataset as Dataset
 from .datasets import DatasetInfo as DatasetInfo
@@ -19,3 +17,6 @@ from .exact import certify as certify
 from .runner import build_model as build_model
 from .runner import load_data as load_data
 from .runner import run_experiment as run_experiment
+from .sweep import Sweep as Sweep
+from .sweep import SweepConfig as SweepConfig
+from .sweep import load_sweep as load_sweep

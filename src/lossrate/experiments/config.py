@@ -40,7 +40,6 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "ScheduleConfig",
-    "SweepConfig",
     "TeacherConfig",
     "TrainConfig",
     "load_config",
@@ -381,50 +380,6 @@ class ExperimentConfig:
         return _to_toml(self.to_dict())
 
 
-# ------------------------------------------------------------------ sweeps
-@dataclass(frozen=True)
-class SweepConfig:
-    """A grid of runs: every base experiment at every lr factor, schedule and seed."""
-
-    name: str  # name of the sweep
-    experiments: tuple[str, ...]  # shipped config names (or paths) of the base experiments
-    lr_factors: tuple[float, ...] = (0.5, 1.0, 2.0)  # peak lr = factor * the base config's optim.lr
-    schedules: tuple[str, ...] = ("constant", "cosine", "wsd")  # schedule shapes
-    wsd_decay_fraction: float = 0.2  # wsd decays over this last fraction of the run
-    seeds: tuple[int, ...] = (0, 1)  # train.seed values
-    description: str = ""  # what the sweep is for
-
-    def __post_init__(self) -> None:
-        if not self.experiments:
-            _fail("experiments", [], "list at least one base experiment.")
-        if not self.lr_factors or not all(f > 0 for f in self.lr_factors):
-            _fail("lr_factors", list(self.lr_factors), "give factors > 0.")
-        for s in self.schedules:
-            _choice("schedules", s, SHAPES)
-        if not self.seeds:
-            _fail("seeds", [], "list at least one seed.")
-
-    def expand(self) -> list[ExperimentConfig]:
-        """One config per (experiment, lr factor, schedule, seed), named ``base__lrX_shape_sN``."""
-        runs = []
-        for source in self.experiments:
-            base = load_config(source)
-            for factor in self.lr_factors:
-                for shape in self.schedules:
-                    for seed in self.seeds:
-                        cfg = base.override(
-                            {
-                                "optim.lr": base.optim.lr * factor,
-                                "schedule.shape": shape,
-                                "schedule.decay_fraction": self.wsd_decay_fraction,
-                                "train.seed": seed,
-                            }
-                        )
-                        name = f"{base.name}__lr{base.optim.lr * factor:g}_{shape}_s{seed}"
-                        runs.append(dataclasses.replace(cfg, name=name))
-        return runs
-
-
 # ------------------------------------------------------------------ loading
 def shipped_configs() -> list[str]:
     """Names of the experiment configs shipped with lossrate (sweeps excluded)."""
@@ -468,16 +423,21 @@ def _read_toml(source: str | Path) -> tuple[dict[str, Any], str]:
 def load_config(source: str | Path) -> ExperimentConfig:
     """An :class:`ExperimentConfig` from a TOML file path or a shipped config name."""
     table, where = _read_toml(source)
+    if "base" in table or "grid" in table or "experiments" in table:
+        raise InvalidArgumentError(
+            f"{where} is a sweep config (many runs), not an experiment config; run it with "
+            f"`lossrate sweep {source}` (load_sweep in Python).",
+            cli=f"{where} is a sweep config (many runs), not an experiment config; run it with "
+            f"`lossrate sweep {source}`.",
+        )
     return ExperimentConfig.from_dict(table, source=where)
 
 
-def load_sweep(source: str | Path) -> SweepConfig:
-    """A :class:`SweepConfig` from a TOML file path or a shipped sweep name."""
-    table, where = _read_toml(source)
-    try:
-        return _build(SweepConfig, table, "")
-    except InvalidArgumentError as exc:
-        raise InvalidArgumentError(f"{where}: {exc}") from None
+def load_sweep(source: str | Path) -> Any:
+    """A :class:`lossrate.experiments.sweep.Sweep` from a TOML path or a shipped sweep name."""
+    from .sweep import load_sweep as _load_sweep
+
+    return _load_sweep(source)
 
 
 def _build(cls: type, table: Any, where: str) -> Any:

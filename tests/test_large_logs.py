@@ -173,3 +173,55 @@ def test_the_report_says_the_log_was_binned(tmp_path: Path) -> None:
     page = render_html(traj, f, Headline.from_prediction(traj, pred), [], prediction=pred)
     assert f"fitted on a binned log: {traj.n:,} of 3,000 logged steps kept" in page
     assert "(binned from 3,000 rows)" in page
+
+
+@pytest.fixture(scope="module")
+def long_log(tmp_path_factory) -> Path:
+    """A 30,000-row CSV (more than the default max_points of 20,000)."""
+    k = np.arange(30_000)
+    rng = np.random.default_rng(2)
+    loss = 2.0 * (1 + k / 300) ** -0.3 * np.exp(0.02 * rng.standard_normal(k.size))
+    folder = tmp_path_factory.mktemp("long")
+    return write_csv(
+        folder / "run.csv", "step,loss,lr", [k, loss, np.full(k.size, 0.05)], ["%d", "%.8f", "%g"]
+    )
+
+
+def test_read_log_passes_max_points(long_log: Path) -> None:
+    from lossrate.readers import read_log
+
+    binned = read_log(long_log)
+    assert binned.n <= 20_000 and binned.meta.extra["source_rows"] == 30_000
+    assert read_log(long_log, max_points=None).n == 30_000
+    assert read_log(long_log, max_points=1000).n <= 1000
+    with pytest.raises(InvalidArgumentError, match="max_points"):
+        read_log(long_log, max_points=5)
+
+
+def test_cli_notes_a_binned_log_and_max_points_all_keeps_every_row(long_log, capsys) -> None:
+    import json
+
+    from lossrate.cli import EXIT_OK, EXIT_USAGE, main
+
+    fast = ["--model", "power_steps", "--bootstrap", "0", "-q"]
+    assert main(["floor", str(long_log), *fast]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "note: fitted on a binned log: " in out and "of 30,000 logged steps kept" in out
+
+    assert main(["predict", str(long_log), *fast, "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert "of 30,000 logged steps kept" in data["binned"]
+    assert len(data["step"]) <= 20_000
+
+    assert main(["predict", str(long_log), *fast, "--max-points", "all", "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["binned"] is None and len(data["step"]) == 30_000
+
+    assert main(["predict", str(long_log), *fast, "--max-points", "all"]) == EXIT_OK
+    assert "binned" not in capsys.readouterr().out
+
+    assert main(["floor", str(long_log), *fast, "--max-points", "5000", "--json"]) == EXIT_OK
+    assert "max_points=5,000" in json.loads(capsys.readouterr().out)["binned"]
+
+    assert main(["floor", str(long_log), "--max-points", "50"]) == EXIT_USAGE
+    assert "--max-points" in capsys.readouterr().err

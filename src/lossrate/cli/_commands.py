@@ -179,7 +179,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
     import numpy as np
 
     from ..fit import predict
-    from ..report.analysis import fit_prefix
+    from ..report.analysis import binned_note, fit_prefix
 
     _check_outputs(args)
     traj, _settings = _read(args)
@@ -239,6 +239,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
             + f"; prediction {what}:",
             *why,
             *rows,
+            *(f"note: {n}" for n in [binned_note(traj)] if n),
             *(f"warning: {w}" for w in pred.warnings),
         ]
     )
@@ -256,6 +257,7 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
         "lower": pred.lower,
         "upper": pred.upper,
         "warnings": list(pred.warnings),
+        "binned": binned_note(traj),
     }
     return Outcome(text, data)
 

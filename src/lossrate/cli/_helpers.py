@@ -121,6 +121,14 @@ def _log_path(path: Path) -> Path:
     return path
 
 
+def _max_points(args: argparse.Namespace) -> dict[str, int | None]:
+    """``read_log``'s ``max_points`` from ``--max-points`` (absent: the reader's default)."""
+    value = getattr(args, "max_points", None)
+    if value is None:
+        return {}
+    return {"max_points": None if value == "all" else int(value)}
+
+
 def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The log as a Trajectory (with --loss/--classes/--lr applied) and the settings used."""
     import dataclasses
@@ -143,6 +151,7 @@ def _read(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         interpolate_lr=getattr(args, "interpolate_lr", False),
         allow_truncated=getattr(args, "allow_truncated", False),
         max_bytes=None if max_bytes == 0 else (max_bytes or DEFAULT_MAX_BYTES),
+        **_max_points(args),
     )
     _check_loss_range(traj, path)
     meta = traj.meta

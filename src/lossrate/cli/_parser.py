@@ -81,6 +81,22 @@ def _byte_count(text: str) -> int:
     return int(value * scale)
 
 
+def _point_count(text: str) -> int | str:
+    """``--max-points``: a whole number >= 100, or ``all`` (keep every row; returned as is)."""
+    raw = text.strip().lower().replace(",", "").replace("_", "")
+    if raw in ("all", "none"):
+        return "all"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of points such as 20000, or all; got {text!r}"
+        ) from None
+    if value < 100:
+        raise argparse.ArgumentTypeError(f"must be >= 100 (or all), got {text!r}")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, float]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -191,7 +207,16 @@ def _log_options(
         type=_byte_count,
         default=None,
         metavar="SIZE",
-        help="read logs up to this size, e.g. 500M or 2G; 0: no limit (default: 64M)",
+        help="read logs up to this size, e.g. 500M or 2G; 0: no limit "
+        "(default: 2G for a CSV, 64M for the other formats)",
+    )
+    g.add_argument(
+        "--max-points",
+        type=_point_count,
+        default=None,
+        metavar="N",
+        help="bin a log with more rows than N by step to at most N points (bin-mean loss, "
+        "exact intrinsic time; the output notes it), or all: keep every row (default: 20000)",
     )
     g.add_argument(
         "--loss",

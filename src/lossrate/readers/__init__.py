@@ -9,8 +9,10 @@ same options:
 * :func:`read_lightning` — a PyTorch Lightning ``CSVLogger`` run;
 * :func:`load_mpl` — the Multi-Power-Law LLM curves, with their schedules rebuilt.
 
-Every reader is read-only and bounded (``max_bytes``, default 64 MiB), sorts rows by
-step, merges rows logged at one step (``dedupe='last'``, or ``'error'``), and raises
+Every reader is read-only and bounded (``max_bytes``: default 2 GiB for a CSV, whose rows
+are parsed in blocks, and 64 MiB for the formats read whole), sorts rows by step, merges
+rows logged at one step (``dedupe='last'``, or ``'error'``), bins a log longer than
+``max_points`` rows (default 20,000; None keeps every row) by step, and raises
 :class:`~lossrate.DataError` naming the file, the problem and the fix for any
 malformed input (:class:`~lossrate.InvalidArgumentError` for a bad argument).
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._errors import DataError, InvalidArgumentError, check_choice
 from ..trajectory import FORMAT_TAG, RunMeta, Trajectory
+from ._bins import DEFAULT_MAX_POINTS
 from ._build import Options, Table, build, make_options
 from ._files import DEFAULT_MAX_BYTES, check_file, find_dirs, read_head
 from .csv import csv_table
@@ -133,6 +134,7 @@ def read_log(
     interpolate_lr: bool = False,
     allow_truncated: bool = False,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Trajectory:
     """Read any supported training log into a :class:`~lossrate.Trajectory`.
 
@@ -148,7 +150,14 @@ def read_log(
         drop_nonfinite: drop rows with a NaN/inf loss or an infinite value instead of raising.
         interpolate_lr: interpolate a learning rate missing at some steps (else it is left out).
         allow_truncated: drop a last record cut short instead of raising.
-        max_bytes: refuse logs larger than this (default 64 MiB); None for no limit.
+        max_bytes: refuse logs larger than this; None for no limit. The default is 2 GiB
+            for a CSV (its rows are parsed in blocks) and 64 MiB for the other formats
+            (read whole; for TensorBoard, the sum of the run's event files).
+        max_points: a log with more rows is binned by step to at most this many points
+            (default 20,000; see :mod:`lossrate.readers._bins`: bin-mean loss, pooled loss
+            std, exact intrinsic time), noted in ``meta.extra['thinned']`` and
+            ``meta.extra['source_rows']``; None keeps every row. A lossrate trajectory
+            file is read as written (never binned).
 
     Raises:
         DataError: the log is missing, unreadable or malformed; the message names the
@@ -171,6 +180,7 @@ def read_log(
         interpolate_lr=interpolate_lr,
         allow_truncated=allow_truncated,
         max_bytes=max_bytes,
+        max_points=max_points,
     )
     fmt = check_choice("format", format, ("auto", *FORMATS))
     p = Path(path)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from .._errors import DataError
 from ..trajectory import RunMeta, Trajectory
+from ._bins import DEFAULT_MAX_POINTS
 from ._build import Options, Table, build, make_options
 from ._files import DEFAULT_MAX_BYTES, find_dirs
 from .csv import csv_table
@@ -46,6 +47,7 @@ def read_lightning(
     interpolate_lr: bool = False,
     allow_truncated: bool = False,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Trajectory:
     """Read a Lightning ``CSVLogger`` run (see the module docstring).
 
@@ -60,6 +62,7 @@ def read_lightning(
         interpolate_lr=interpolate_lr,
         allow_truncated=allow_truncated,
         max_bytes=max_bytes,
+        max_points=max_points,
     )
     return build(lightning_table(Path(path), opts), opts)
 

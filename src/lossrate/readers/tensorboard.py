@@ -42,6 +42,7 @@ import numpy as np
 
 from .._errors import DataError, InvalidArgumentError
 from ..trajectory import RunMeta, Trajectory
+from ._bins import DEFAULT_MAX_POINTS
 from ._build import Options, Rows, Table, build, make_options
 from ._files import DEFAULT_MAX_BYTES, check_file, find_dirs, read_bytes
 
@@ -62,6 +63,7 @@ def read_tensorboard(
     interpolate_lr: bool = False,
     allow_truncated: bool = False,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Trajectory:
     """Read a TensorBoard run (see the module docstring).
 
@@ -80,6 +82,7 @@ def read_tensorboard(
         interpolate_lr=interpolate_lr,
         allow_truncated=allow_truncated,
         max_bytes=max_bytes,
+        max_points=max_points,
     )
     return build(tensorboard_table(Path(path), opts), opts)
 

@@ -39,6 +39,7 @@ import numpy as np
 
 from .._errors import DataError
 from ..trajectory import RunMeta, Trajectory
+from ._bins import DEFAULT_MAX_POINTS
 from ._build import Options, Rows, Table, build, make_options
 from ._files import DEFAULT_MAX_BYTES, decode_text, find_dirs, read_bytes
 from .csv import csv_table
@@ -59,6 +60,7 @@ def read_wandb(
     interpolate_lr: bool = False,
     allow_truncated: bool = False,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
+    max_points: int | None = DEFAULT_MAX_POINTS,
 ) -> Trajectory:
     """Read a W&B history export (see the module docstring for the forms accepted).
 
@@ -74,6 +76,7 @@ def read_wandb(
         interpolate_lr=interpolate_lr,
         allow_truncated=allow_truncated,
         max_bytes=max_bytes,
+        max_points=max_points,
     )
     return build(wandb_table(Path(path), opts), opts)
 

@@ -23,7 +23,7 @@ from ..schedule import Schedule
 from ..trajectory import Trajectory
 from .summary import Headline
 
-__all__ = ["Analysis", "analyze", "fit_prefix", "run_closure"]
+__all__ = ["Analysis", "analyze", "binned_note", "fit_prefix", "run_closure"]
 
 #: steps beyond which the energy to a target is not planned (the schedule would not fit in memory)
 _MAX_PLAN_STEPS = 10_000_000
@@ -65,7 +65,8 @@ class Analysis:
                 err = 100 * (float(p.loss[-1]) - h.observed_final) / h.observed_final
                 ok = "" if self.peer_fits[name].success else "  (fit did not converge)"
                 lines.append(f"  {name:<16} predicted {float(p.loss[-1]):.4g}  {err:+.2f} %{ok}")
-        lines += [f"note: {n}" for n in self.notes]
+        binned = binned_note(self.traj)
+        lines += [f"note: {n}" for n in ([binned] if binned else []) + list(self.notes)]
         lines += [f"warning: {w}" for w in self.prediction.warnings]
         return "\n".join(lines)
 
@@ -77,6 +78,7 @@ class Analysis:
             "until": self.until,
             "warnings": list(self.prediction.warnings),
             "notes": list(self.notes),
+            "binned": binned_note(self.traj),
             "peers": {
                 k: {
                     "predicted_final": float(p.loss[-1]),
@@ -191,6 +193,12 @@ def fit_prefix(
         seed=seed,
         **held,
     )
+
+
+def binned_note(traj: Trajectory) -> str | None:
+    """The note of a log the reader binned by step (``meta.extra['thinned']``), else None."""
+    thinned = traj.meta.extra.get("thinned")
+    return f"fitted on a binned log: {thinned}" if thinned else None
 
 
 def analyze(

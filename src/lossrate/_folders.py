@@ -56,6 +56,7 @@ _OURS = {
     "config.toml",
     "checkpoint.pt",
     "exact.json",
+    "gradient_noise.csv",  # the recorder's, with gradient groups (lossrate.measured)
 }
 _TMP_FILE = re.compile(r"^\.(.+)\.[A-Za-z0-9_]{6,}\.tmp$")  # atomic_write's mkstemp names
 _writes = 0

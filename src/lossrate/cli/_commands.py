@@ -17,6 +17,7 @@ from ._helpers import (
     _default_out,
     _files,
     _fixes,
+    _gradient_noise,
     _load_prior,
     _log_warmup,
     _model,
@@ -128,6 +129,7 @@ def _fit_and_report(
     from ..report.analysis import analyze
 
     with_prior = getattr(args, "prior", None) is not None
+    noise_line, noise = _gradient_noise(args.log)
     stages = [*(["prior"] if with_prior else []), "fit", "predict"]
     stages += [*(f"peer {p}" for p in peers), "report"]
     with _Stages(stages, quiet=args.quiet or args.json) as st:
@@ -170,9 +172,11 @@ def _fit_and_report(
             warnings=a.notes,
             settings=settings,
             write_trajectory=write_trajectory,
+            notes=[noise_line] if noise_line else [],
         )
         st.advance("report")
-    return Outcome(a.text() + f"\nreport: {files.html}", {**a.to_dict(), "report": _files(files)})
+    text = a.text() + (f"\n{noise_line}" if noise_line else "") + f"\nreport: {files.html}"
+    return Outcome(text, {**a.to_dict(), "gradient_noise": noise, "report": _files(files)})
 
 
 def _cmd_predict(args: argparse.Namespace) -> Outcome:
@@ -346,7 +350,9 @@ def _cmd_floor(args: argparse.Namespace) -> Outcome:
             on_stage=st.advance,
             fix=_fixes(args),
         )
-    return Outcome(a.text(), a.to_dict())
+    noise_line, noise = _gradient_noise(args.log)
+    text = a.text() + (f"\n{noise_line}" if noise_line else "")
+    return Outcome(text, {**a.to_dict(), "gradient_noise": noise})
 
 
 def _cmd_report(args: argparse.Namespace) -> Outcome:

@@ -4,6 +4,7 @@ closure, what-if schedule), output paths and files, and the progress bar over st
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,6 +120,39 @@ def _log_path(path: Path) -> Path:
     if path.is_dir() and (path / "trajectory.csv").is_file():
         return path / "trajectory.csv"
     return path
+
+
+def _gradient_noise(log: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """The gradient noise scale of the run at ``log`` (a run folder, or a log with the
+    recorder's ``gradient_noise.csv`` beside it): one line for people and its ``--json``
+    form, from :func:`lossrate.measured.noise_scale` over the last quarter of the steps.
+    ``(None, None)`` when there is no such file; a file that cannot be used gives a line
+    saying why (the fit itself does not need it)."""
+    from ..measured import noise_path, noise_scale, read_gradient_noise
+
+    try:
+        if not noise_path(log).is_file():
+            return None, None
+        ns = noise_scale(read_gradient_noise(log))
+    except (DataError, OSError) as exc:
+        return f"gradient noise scale not computed: {exc}", {"error": str(exc)}
+    hi = "inf" if math.isinf(ns.upper) else f"{ns.upper:.3g}"
+    line = (
+        f"gradient noise scale B_noise ≈ {ns.estimate:.3g} [95 % {ns.lower:.3g}, {hi}] over "
+        f"steps {ns.steps[0]}–{ns.steps[1]}; the run's batch B = {ns.batch_size:g} is "
+        f"{ns.ratio:.2g} × B_noise"
+    )
+    data = {
+        "estimate": ns.estimate,
+        "lower": ns.lower,
+        "upper": ns.upper,
+        "level": 0.95,
+        "batch_size": ns.batch_size,
+        "ratio": ns.ratio,
+        "steps": list(ns.steps),
+        "text": line,
+    }
+    return line, data
 
 
 def _max_points(args: argparse.Namespace) -> dict[str, int | None]:

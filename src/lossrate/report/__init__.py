@@ -217,6 +217,7 @@ def write_report(
     title: str | None = None,
     write_trajectory: bool = True,
     warnings: Sequence[str] = (),
+    notes: Sequence[str] = (),
 ) -> ReportFiles:
     """Write the report folder (see the module docstring) and return its paths.
 
@@ -240,6 +241,8 @@ def write_report(
         title: page and figure title.
         write_trajectory: also write ``trajectory.csv``.
         warnings: extra warnings listed on the page.
+        notes: extra notes listed on the page (facts, not warnings: e.g. the gradient noise
+            scale of a run recorded with gradient groups), and saved in fit.json.
     """
     folder = Path(run_dir)
     check_output_folder(folder, flag="run_dir")
@@ -263,6 +266,7 @@ def write_report(
         title=title,
         warnings=all_warnings,
         settings=settings,
+        notes=notes,
     )
     doc = {
         "fit": fit.to_dict(),
@@ -281,6 +285,7 @@ def write_report(
         },
         "settings": dict(settings or {}),
         "warnings": all_warnings,
+        "notes": list(notes),
         "figures": [f"figures/{f.name}.png" for f in figs],
     }
     text = json.dumps(_nan_to_none(doc), indent=2, sort_keys=True, default=_json_default)

@@ -226,9 +226,13 @@ def _param_docs(fit: FitResult) -> dict[str, str]:
 
 
 def _notes(
-    fit: FitResult, prediction: Prediction | None, extra: Sequence[str], traj: Trajectory
+    fit: FitResult,
+    prediction: Prediction | None,
+    extra: Sequence[str],
+    traj: Trajectory,
+    notes: Sequence[str] = (),
 ) -> str:
-    items = [f"<li>{_e(n)}</li>" for n in fit.notes]
+    items = [f"<li>{_e(n)}</li>" for n in [*notes, *fit.notes]]
     thinned = traj.meta.extra.get("thinned")
     if thinned:  # a long log binned by the reader (lossrate.readers._bins)
         items.insert(0, f"<li>fitted on a binned log: {_e(thinned)}</li>")
@@ -285,6 +289,7 @@ def render_html(
     title: str | None = None,
     warnings: Sequence[str] = (),
     settings: Mapping[str, Any] | None = None,
+    notes: Sequence[str] = (),
 ) -> str:
     """The report page as one HTML string (self-contained: no external URL is referenced).
 
@@ -297,6 +302,7 @@ def render_html(
         title: page title (default: from the run metadata).
         warnings: further warnings to list (e.g. a figure that could not be drawn).
         settings: how the report was made (command-line options), shown with the metadata.
+        notes: further notes to list (facts such as the gradient noise scale, not warnings).
     """
     from .. import __version__
 
@@ -323,7 +329,7 @@ def render_html(
             if getattr(fit, "combination", None) is not None
             else f"<h2>Fitted parameters</h2>{_param_table(fit)}"
         )
-        + f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings, traj)}"
+        + f"<h2>Notes and warnings</h2>{_notes(fit, prediction, warnings, traj, notes)}"
         f"<h2>Figures</h2>{_figures(figures)}"
         f"<h2>Run</h2>{_meta_table(traj, settings or {})}"
         f"<footer>Made by lossrate {_e(__version__)} on {_e(stamp)}. The loss state-rate ODE "

@@ -596,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._replay import add_replay_parser
 
     add_replay_parser(sub)
+    from ._sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 

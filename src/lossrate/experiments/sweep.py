@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._errors import InvalidArgumentError
+from .._errors import DataError, InvalidArgumentError
 from .config import _NAME, ExperimentConfig, _read_toml, load_config
 
 __all__ = ["Sweep", "SweepConfig", "SweepRun", "load_sweep", "shipped_sweeps"]
@@ -99,7 +99,12 @@ class Sweep:
         ]
         entries = self.runs or ((),)
         for source in self.base:
-            base = load_config(source)
+            try:
+                base = load_config(source)
+            except (InvalidArgumentError, DataError) as exc:
+                raise type(exc)(
+                    f"{self.source}: base = {source!r}: {exc} Fix base in the sweep file."
+                ) from None
             for point in points:
                 for entry in entries:
                     name = dict(entry).get("name")

@@ -1,0 +1,248 @@
+"""Sweeps: config validation and expansion, the serial executor (equal to running the configs
+one by one, resume after a cut-short run, retries of a failing run), the CLI, the Ray
+executor (when Ray is installed) and that ``import lossrate`` does not import Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from lossrate import Trajectory  # noqa: E402
+from lossrate._errors import InvalidArgumentError  # noqa: E402
+from lossrate.cli import main  # noqa: E402
+from lossrate.experiments import load_config, run_experiment  # noqa: E402
+from lossrate.experiments.checkpoint import CHECKPOINT_NAME  # noqa: E402
+from lossrate.experiments.sweep import load_sweep, sweep_from_dict  # noqa: E402
+from lossrate.experiments.sweep_exec import DONE_NAME, ray_available, run_sweep  # noqa: E402
+
+TIMING = ("wall_s", "energy_j")  # measured per process: the only columns allowed to differ
+STEPS = 20
+
+TINY = f"""
+name = "tiny"
+base = "teacher_student_gd"
+[set]
+"train.steps" = {STEPS}
+"train.batch_size" = 32
+"train.eval_every" = 5
+"train.checkpoint_every" = 5
+"data.teacher.n_train" = 100
+"data.teacher.n_test" = 50
+[grid]
+"optim.lr" = [0.05, 0.1]
+"train.seed" = [0, 1]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY, encoding="utf-8")
+    return path
+
+
+def columns(path: Path) -> dict[str, np.ndarray]:
+    return {k: v for k, v in Trajectory.read(path).columns().items() if k not in TIMING}
+
+
+def same_run(a: Path, b: Path) -> None:
+    ca, cb = columns(a / "trajectory.csv"), columns(b / "trajectory.csv")
+    assert ca.keys() == cb.keys()
+    for key in ca:
+        np.testing.assert_array_equal(ca[key], cb[key], err_msg=key)
+    assert len(ca["step"]) == STEPS and list(ca["step"]) == list(range(STEPS))
+
+
+# ------------------------------------------------------------------ config
+def test_grid_expands_in_a_fixed_order(tiny: Path) -> None:
+    plan = load_sweep(tiny).plan()
+    assert [r.name for r in plan] == [
+        "teacher_student_gd__lr0.05__seed0",
+        "teacher_student_gd__lr0.05__seed1",
+        "teacher_student_gd__lr0.1__seed0",
+        "teacher_student_gd__lr0.1__seed1",
+    ]
+    assert [(r.config.optim.lr, r.config.train.seed) for r in plan] == [
+        (0.05, 0), (0.05, 1), (0.1, 0), (0.1, 1)
+    ]  # fmt: skip
+    assert all(r.config.train.steps == STEPS and r.config.name == r.name for r in plan)
+
+
+def test_shipped_schedule_sweep_keeps_its_run_names() -> None:
+    plan = load_sweep("sweep_schedules").plan()
+    assert len(plan) == 36
+    base = load_config("fashion_cnn_adam_cosine")
+    assert plan[0].name == f"fashion_cnn_adam_cosine__lr{base.optim.lr * 0.3:g}_constant_s0"
+    assert plan[0].config.optim.lr == pytest.approx(base.optim.lr * 0.3)
+
+
+def test_train_on_a_sweep_points_to_the_sweep_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "sweep_schedules"]) == 2
+    assert "lossrate sweep sweep_schedules" in capsys.readouterr().err
+
+
+def test_runs_entries_and_templates() -> None:
+    sweep = sweep_from_dict(
+        {
+            "base": "teacher_student_gd",
+            "run_name": "r{i}_{optim.name}_lr{optim.lr:g}",
+            "grid": {"train": {"seed": [3]}},  # a nested table means the same as "train.seed"
+            "runs": [{"optim.name": "adam", "optim.lr": 1e-3}, {"lr_factor": 0.5}],
+        }
+    )
+    plan = sweep.plan()
+    assert [r.name for r in plan] == ["r0_adam_lr0.001", "r1_sgd_lr0.05"]
+    assert all(r.config.train.seed == 3 for r in plan)
+
+
+@pytest.mark.parametrize(
+    ("table", "match"),
+    [
+        ({"grid": {"optim.lrr": [0.1]}}, r"optim\.lrr.*no such key"),
+        ({"grid": {"optim.lr": 0.1}}, r"\[grid\] optim\.lr = 0\.1: a grid key takes a non-empty"),
+        ({"grid": {"optim.lr": [-1.0]}}, r"optim\.lr = -1\.0.*> 0"),
+        ({"grid": {"lr_factor": [0]}}, r"lr_factor = 0: must be a number > 0"),
+        ({"grid": {"optim.lr": [0.1, 0.1]}}, r"both named"),
+        ({"run_name": "x", "grid": {"train.seed": [0, 1]}}, r"both named 'x'"),
+        ({"run_name": "{nope}"}, r"run_name = '\{nope\}' cannot be filled in"),
+        ({"experiments": ["a"]}, r"old sweep format"),
+        ({"base": 3}, r"base = 3"),
+        ({"base": "no_such_config"}, r"neither a file nor a shipped config"),
+    ],
+)
+def test_bad_sweeps_name_file_key_and_value(tmp_path: Path, table: dict, match: str) -> None:
+    table = {"base": "teacher_student_gd", **table}
+    path = tmp_path / "bad.toml"
+    from lossrate.experiments.config import _to_toml
+
+    path.write_text(_to_toml(table) if "base" in table else "", encoding="utf-8")
+    with pytest.raises(InvalidArgumentError, match=match) as err:
+        load_sweep(path)
+    assert str(path) in str(err.value)
+
+
+# ------------------------------------------------------------------ serial executor
+def test_serial_sweep_equals_the_runs_one_by_one(tiny: Path, tmp_path: Path) -> None:
+    sweep = load_sweep(tiny)
+    result = run_sweep(sweep, tmp_path / "out", executor="serial", progress=False)
+    assert [o.status for o in result.outcomes] == ["done"] * 4
+    for run in sweep.plan():
+        alone = tmp_path / "alone" / run.name
+        run_experiment(run.config, alone, device="cpu", progress=False)
+        same_run(tmp_path / "out" / run.name, alone)
+        assert (tmp_path / "out" / run.name / DONE_NAME).is_file()
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["done"] * 4
+
+
+def test_resume_finishes_cut_short_runs_without_duplicates(tiny: Path, tmp_path: Path) -> None:
+    sweep = load_sweep(tiny)
+    ref = tmp_path / "ref"
+    run_sweep(sweep, ref, executor="serial", progress=False)
+    out = tmp_path / "out"
+    plan = sweep.plan()
+    # run 0 finished; run 1 killed after a checkpoint with rows beyond it on disk; run 2 killed
+    # between its rows and its done marker; run 3 never started
+    run_experiment(plan[0].config, out / plan[0].name, progress=False)
+    (out / plan[0].name / DONE_NAME).write_text("{}\n")
+    run_experiment(plan[1].config, out / plan[1].name, progress=False, stop_at=10)
+    with (out / plan[1].name / "trajectory.csv").open("a") as f:
+        f.write("10,0.5,0.1,0.05,0.1,32.0")  # a torn row, as a kill leaves it
+    run_experiment(plan[2].config, out / plan[2].name, progress=False)
+    with pytest.raises(InvalidArgumentError, match="already holds 3 run"):
+        run_sweep(sweep, out, executor="serial", progress=False)
+    result = run_sweep(sweep, out, executor="serial", progress=False, resume=True)
+    assert [o.status for o in result.outcomes] == ["skipped", "done", "done", "done"]
+    for run in plan:
+        same_run(out / run.name, ref / run.name)
+
+
+def test_failing_run_is_reported_after_its_retries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = TINY.split("[grid]")[0]
+    text += '[[runs]]\nname = "ok"\n\n[[runs]]\nname = "broken"\n'
+    text += '"data.name" = "idx_folder"\n"data.root" = "/no/such/folder"\n'
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    code = main(
+        ["sweep", str(path), "--out", str(tmp_path / "out"), "--executor", "serial",
+         "--retries", "2", "-q"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "1 of 2 runs failed after 3 tries each: broken" in err
+    assert err.count("run broken failed (try") == 2
+    assert (tmp_path / "out" / "ok" / DONE_NAME).is_file()
+    assert not (tmp_path / "out" / "broken" / DONE_NAME).exists()
+    summary = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [(r["name"], r["status"], r["attempts"]) for r in summary["runs"]] == [
+        ("ok", "done", 1), ("broken", "failed", 3)
+    ]  # fmt: skip
+
+
+def test_cli_sweep_and_prior_from_its_folder(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    args = ["sweep", str(tiny), "--out", str(out), "--executor", "serial", "-q"]
+    assert main(args) == 0
+    assert main(args) == 2  # the folder holds the sweep: --resume or another --out
+    assert main([*args, "--resume"]) == 0
+    from lossrate.prior import Prior
+
+    prior = Prior.from_path(out)  # the finished runs are a prior at once
+    assert prior is not None
+
+
+# ------------------------------------------------------------------ Ray
+@pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
+)
+@pytest.mark.timeout(300)
+def test_ray_sweep_gives_the_serial_folders(tiny: Path, tmp_path: Path) -> None:
+    sweep = load_sweep(tiny)
+    run_sweep(sweep, tmp_path / "serial", executor="serial", progress=False)
+    result = run_sweep(sweep, tmp_path / "ray", executor="ray", workers=2, progress=False)
+    assert result.executor == "ray" and [o.status for o in result.outcomes] == ["done"] * 4
+    for run in sweep.plan():
+        same_run(tmp_path / "ray" / run.name, tmp_path / "serial" / run.name)
+        assert sorted(p.name for p in (tmp_path / "ray" / run.name).iterdir()) == sorted(
+            p.name for p in (tmp_path / "serial" / run.name).iterdir()
+        )
+        assert (tmp_path / "ray" / run.name / CHECKPOINT_NAME).is_file()
+
+
+def test_serial_fallback_says_how_to_install_ray(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lossrate.experiments.sweep_exec as ex
+
+    monkeypatch.setattr(ex, "ray_available", lambda: False)
+    said: list[str] = []
+    result = run_sweep(
+        load_sweep(tiny), tmp_path / "o", executor="ray", progress=False, notice=said.append
+    )
+    assert result.executor == "serial"
+    assert any("pip install 'lossrate[ray]'" in s for s in said)
+
+
+def test_import_lossrate_does_not_import_ray() -> None:
+    code = (
+        "import sys, lossrate, lossrate.experiments, lossrate.experiments.sweep_exec, "
+        "lossrate.cli; assert 'ray' not in sys.modules, 'ray imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -246,3 +246,49 @@ def test_import_lossrate_does_not_import_ray() -> None:
         "lossrate.cli; assert 'ray' not in sys.modules, 'ray imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------ a real kill
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX SIGKILL")
+@pytest.mark.timeout(300)
+def test_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """`lossrate sweep` in a child process is SIGKILLed while its second run is writing rows;
+    `--resume` then finishes every run with exactly the rows of an uninterrupted sweep."""
+    import os
+    import signal
+    import time
+
+    steps = 400
+    text = TINY.replace(f'"train.steps" = {STEPS}', f'"train.steps" = {steps}')
+    text = text.replace('"train.checkpoint_every" = 5', '"train.checkpoint_every" = 37')
+    text = text.replace("[grid]", '"train.log_flush_every" = 3\n[grid]')
+    path = tmp_path / "long.toml"
+    path.write_text(text, encoding="utf-8")
+    sweep = load_sweep(path)
+    plan = sweep.plan()
+    out = tmp_path / "out"
+    run_cli = "import sys; from lossrate.cli import main; sys.exit(main(sys.argv[1:]))"
+    cmd = [sys.executable, "-c", run_cli, "sweep", str(path), "--out", str(out),
+           "--executor", "serial", "-q"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = out / plan[1].name / "trajectory.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        if victim.is_file() and victim.read_text().count("\n") > 2 + steps // 3:
+            break
+        time.sleep(0.005)
+    assert child.poll() is None, "the sweep finished before it could be killed; make it longer"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert (out / plan[0].name / DONE_NAME).is_file()
+    assert not (out / plan[1].name / DONE_NAME).exists()
+    assert subprocess.run([*cmd, "--resume"], env=env, check=False).returncode == 0
+    ref = tmp_path / "ref"
+    run_sweep(sweep, ref, executor="serial", progress=False)
+    for run in plan:
+        a = columns(out / run.name / "trajectory.csv")
+        b = columns(ref / run.name / "trajectory.csv")
+        assert list(a["step"]) == list(range(steps))  # no duplicated or missing rows
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run.name}: {key}")

@@ -305,3 +305,73 @@ def test_a_per_sample_callable_that_already_averages_over_outputs(gen):
     ref = InstrumentedLoss("mse")
     ref(z, y)
     assert crit.last.residual_sq == pytest.approx(ref.last.residual_sq, rel=1e-6)
+
+
+def _every_cases(gen):
+    """(loss name or module, kwargs, outputs, targets) covering each path of the light calls."""
+    z2 = torch.randn(16, 5, generator=gen, requires_grad=True)
+    hard = torch.randint(0, 5, (16,), generator=gen)
+    soft = torch.softmax(torch.randn(16, 5, generator=gen), 1)
+    zk = torch.randn(4, 5, 3, generator=gen, requires_grad=True)
+    yk = torch.randint(0, 5, (4, 3), generator=gen)
+    yk[0, 1] = yk[2, 2] = -100
+    real = torch.rand(16, 5, generator=gen)
+    return [
+        ("ce", {}, z2, hard),
+        ("ce", {"label_smoothing": 0.1}, z2, soft),
+        ("ce", {"ignore_index": -100}, zk, yk),
+        (nn.CrossEntropyLoss(reduction="none"), {}, zk, yk),
+        ("mse", {}, z2, real),
+        ("bce", {}, z2, real),
+        ("mae", {}, z2, real),
+        (nn.MSELoss(reduction="none"), {}, z2, real),
+    ]
+
+
+@pytest.mark.parametrize("case", range(8))
+def test_every_k_keeps_the_loss_and_gradient_and_skips_the_statistics(gen, case):
+    """every=3: calls 1, 4, 7 record the full statistics, the others the same loss and count
+    with NaN sigma_L, R, alpha; the returned loss and its gradient equal the full wrapper's."""
+    loss, kwargs, z, y = _every_cases(gen)[case]
+    full = InstrumentedLoss(loss, **kwargs)
+    light = InstrumentedLoss(loss, every=3, **kwargs)
+    assert "every=3" in repr(light)
+    for call in range(1, 8):
+        z.grad = None
+        expected = full(z, y)
+        expected.backward()
+        g_full = z.grad.clone()
+        z.grad = None
+        got = light(z, y)
+        got.backward()
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(z.grad, g_full)
+        a, b = light.last, full.last
+        assert a.loss == pytest.approx(b.loss, rel=1e-6) and a.batch_size == b.batch_size
+        if call % 3 == 1:
+            assert a == b
+        else:
+            assert math.isnan(a.loss_std) and math.isnan(a.residual_sq)
+            assert math.isnan(a.alpha_eff)
+    assert light.calls == 7
+
+
+def test_every_k_rows_go_through_the_recorder(tmp_path, gen):
+    from lossrate import RunMeta, Trajectory
+    from lossrate.torch import Recorder
+
+    crit = InstrumentedLoss("ce", every=4)
+    z, y = torch.randn(32, 10, generator=gen), torch.randint(0, 10, (32,), generator=gen)
+    with Recorder(tmp_path, meta=RunMeta(loss="ce", classes=10)) as rec:
+        for step in range(12):
+            crit(z * (1 + step / 10), y)
+            rec.log(step=step, lr=0.1, batch=crit.last)
+    traj = Trajectory.read(tmp_path / "trajectory.csv")
+    assert np.isfinite(traj.loss).all() and (traj.batch_size == 32).all()
+    assert np.isfinite(traj.loss_std).tolist() == [s % 4 == 0 for s in range(12)]
+
+
+@pytest.mark.parametrize("every", [0, -1, 1.5, True, "2"])
+def test_every_must_be_a_whole_number(every):
+    with pytest.raises(InvalidArgumentError, match="every must be"):
+        InstrumentedLoss("ce", every=every)

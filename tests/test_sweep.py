@@ -292,3 +292,33 @@ def test_sigkilled_sweep_resumes_to_the_uninterrupted_result(tmp_path: Path) -> 
         assert list(a["step"]) == list(range(steps))  # no duplicated or missing rows
         for key in b:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run.name}: {key}")
+
+
+@pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
+)
+@pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX SIGKILL")
+@pytest.mark.timeout(300)
+def test_ray_worker_sigkilled_mid_run_is_retried_from_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps = 300
+    text = TINY.replace(f'"train.steps" = {STEPS}', f'"train.steps" = {steps}')
+    text = text.replace('"train.checkpoint_every" = 5', '"train.checkpoint_every" = 37')
+    path = tmp_path / "long.toml"
+    path.write_text(text, encoding="utf-8")
+    sweep = load_sweep(path)
+    plan = sweep.plan()
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("LOSSRATE_SWEEP_KILL_ONCE", f"{plan[1].name}:120:{marker}")
+    result = run_sweep(sweep, tmp_path / "ray", executor="ray", workers=2, progress=False)
+    assert marker.is_file(), "the worker was not killed"
+    assert [o.status for o in result.outcomes] == ["done"] * 4
+    monkeypatch.delenv("LOSSRATE_SWEEP_KILL_ONCE")
+    run_sweep(sweep, tmp_path / "serial", executor="serial", progress=False)
+    for run in plan:
+        a = columns(tmp_path / "ray" / run.name / "trajectory.csv")
+        b = columns(tmp_path / "serial" / run.name / "trajectory.csv")
+        assert list(a["step"]) == list(range(steps))
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run.name}: {key}")

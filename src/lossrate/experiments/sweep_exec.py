@@ -19,7 +19,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -102,6 +104,7 @@ def train_run(
 
     from .runner import run_experiment
 
+    _arm_test_kill(config.name, Path(run_dir))
     t0 = time.perf_counter()
     before = torch.get_num_threads()
     if threads:
@@ -118,6 +121,27 @@ def train_run(
         lambda f: f.write(json.dumps({"rows": traj.n, "seconds": round(seconds, 3)}) + "\n"),
     )
     return traj.n, seconds
+
+
+def _arm_test_kill(name: str, run_dir: Path) -> None:
+    """Test hook: ``LOSSRATE_SWEEP_KILL_ONCE=RUN:ROWS:MARKER`` SIGKILLs the process training
+    run ``RUN`` once its trajectory holds ``ROWS`` lines, the first time only (``MARKER`` is
+    created then), as a cluster node or an out-of-memory kill would."""
+    spec = os.environ.get("LOSSRATE_SWEEP_KILL_ONCE", "")
+    target, _, rest = spec.partition(":")
+    rows, _, marker = rest.partition(":")
+    if not spec or target != name or not marker or Path(marker).exists():
+        return
+    Path(marker).write_text(f"{os.getpid()}\n")
+
+    def watch() -> None:  # pragma: no cover - it ends with the process
+        path = run_dir / "trajectory.csv"
+        while True:
+            if path.is_file() and path.read_text().count("\n") >= int(rows):
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.002)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _error_text(exc: BaseException) -> str:

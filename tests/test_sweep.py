@@ -322,3 +322,21 @@ def test_ray_worker_sigkilled_mid_run_is_retried_from_its_checkpoint(
         assert list(a["step"]) == list(range(steps))
         for key in b:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{run.name}: {key}")
+
+
+@pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
+)
+@pytest.mark.timeout(300)
+def test_ray_reports_a_failing_run_after_its_retries(tmp_path: Path) -> None:
+    text = TINY.split("[grid]")[0]
+    text += '[[runs]]\nname = "ok"\n\n[[runs]]\nname = "broken"\n'
+    text += '"data.name" = "idx_folder"\n"data.root" = "/no/such/folder"\n'
+    path = tmp_path / "sweep.toml"
+    path.write_text(text, encoding="utf-8")
+    result = run_sweep(
+        load_sweep(path), tmp_path / "out", executor="ray", workers=2, retries=1, progress=False
+    )
+    assert [(o.name, o.status) for o in result.outcomes] == [("ok", "done"), ("broken", "failed")]
+    assert "/no/such/folder" in result.failed[0].error
+    assert (tmp_path / "out" / "ok" / DONE_NAME).is_file()

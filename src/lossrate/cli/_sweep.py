@@ -81,6 +81,12 @@ def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--threads", type=_count, default=1, help="torch CPU threads per run (0: torch's default)"
     )
+    g.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        help="GPUs Ray reserves per run (default: 1 with --device cuda, else 0; 0.5: two per GPU)",
+    )
     _common(p)
     return p
 
@@ -117,6 +123,7 @@ def _cmd_sweep(args: argparse.Namespace) -> Any:
         workers=args.workers or None,
         device=args.device,
         threads=args.threads,
+        gpus_per_run=args.gpus_per_run,
         progress=not (args.quiet or args.json),
         notice=lambda text: print(f"lossrate: {text}", file=sys.stderr),
     )

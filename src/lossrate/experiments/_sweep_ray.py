@@ -1,6 +1,6 @@
 """The Ray executor of :func:`lossrate.experiments.sweep_exec.run_sweep` (imports Ray).
 
-Each run is one task (one CPU) calling :func:`~lossrate.experiments.sweep_exec.train_run`,
+Each run is one task (one CPU, and ``gpus`` GPUs) calling :func:`~lossrate.experiments.sweep_exec.train_run`,
 which resumes from the run's checkpoint; Ray re-runs a task whose worker died or that raised
 up to ``retries`` times (``max_retries`` with ``retry_exceptions``), so a retry continues
 where the failed try stopped. Local Ray is started (and shut down) here; a cluster is joined.
@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._errors import InvalidArgumentError
 from .sweep import SweepRun
 from .sweep_exec import RunOutcome, _error_text, train_run
 
@@ -30,6 +31,7 @@ def run_on_ray(
     threads: int,
     progress: bool,
     say: Callable[[str], None],
+    gpus: float = 0.0,
 ) -> dict[str, RunOutcome]:
     import ray
     from tqdm.auto import tqdm
@@ -44,10 +46,20 @@ def run_on_ray(
             kwargs["num_cpus"] = workers or os.cpu_count() or 1
             kwargs["include_dashboard"] = False
             where = f"a local Ray with {kwargs['num_cpus']} worker CPU(s)"
-        ray.init(**kwargs)
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise InvalidArgumentError(
+                f"cannot join {where}: {exc}. Check that `ray start --head` runs there and the "
+                "address (HOST:6379, or ray://HOST:10001); a cluster with token authentication "
+                "needs its token here too (RAY_AUTH_MODE=token and ~/.ray/auth_token or "
+                "$RAY_AUTH_TOKEN). Without --address the runs go to a local Ray."
+            ) from None
         started_here = True
         say(f"running {len(todo)} runs on {where}")
-    task = ray.remote(num_cpus=1, max_retries=retries, retry_exceptions=True)(train_run)
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(
+        train_run
+    )
     t0 = time.perf_counter()
     refs = {task.remote(run.config, str(out / run.name), device, threads): run for run in todo}
     results: dict[str, RunOutcome] = {}

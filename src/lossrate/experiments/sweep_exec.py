@@ -160,6 +160,7 @@ def run_sweep(
     workers: int | None = None,
     device: str = "cpu",
     threads: int = 1,
+    gpus_per_run: float | None = None,
     progress: bool = True,
     notice: Callable[[str], None] | None = None,
 ) -> SweepResult:
@@ -176,6 +177,8 @@ def run_sweep(
         workers: CPUs of a local Ray (default: all of the machine's).
         device: torch device of every run ("cpu", "cuda", "auto").
         threads: torch CPU threads per run (0: torch's default).
+        gpus_per_run: GPUs Ray reserves for each run (default: 1 when ``device`` names
+            cuda, else 0; 0.5 puts two runs on one GPU). The serial executor ignores it.
         progress: a progress bar over the runs (stderr).
         notice: where messages go (default: stderr).
 
@@ -187,6 +190,8 @@ def run_sweep(
         raise InvalidArgumentError(
             f"executor={executor!r} is not known; choose 'auto', 'serial' or 'ray'."
         )
+    if gpus_per_run is not None and not 0 <= gpus_per_run < float("inf"):
+        raise InvalidArgumentError(f"gpus_per_run={gpus_per_run!r}: give a number >= 0.")
     if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
         raise InvalidArgumentError(f"retries={retries!r}: give a whole number >= 0.")
     out = Path(out).absolute()
@@ -217,6 +222,7 @@ def run_sweep(
         done = run_on_ray(
             todo, out, retries=retries, address=address, workers=workers, device=device,
             threads=threads, progress=progress, say=say,
+            gpus=gpus_per_run if gpus_per_run is not None else float(device.startswith("cuda")),
         )  # fmt: skip
     else:
         done = _run_serial(todo, out, retries, device, threads, progress, say)

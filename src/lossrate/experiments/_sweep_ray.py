@@ -43,6 +43,9 @@ def run_on_ray(
             kwargs["address"] = address or os.environ["RAY_ADDRESS"]
             where = f"the Ray cluster at {kwargs['address']}"
         else:
+            # "local": always a new Ray of this process, never a cluster found on the machine
+            # (pass --address auto to use one started with `ray start`)
+            kwargs["address"] = "local"
             kwargs["num_cpus"] = workers or os.cpu_count() or 1
             kwargs["include_dashboard"] = False
             where = f"a local Ray with {kwargs['num_cpus']} worker CPU(s)"

@@ -340,3 +340,16 @@ def test_ray_reports_a_failing_run_after_its_retries(tmp_path: Path) -> None:
     assert [(o.name, o.status) for o in result.outcomes] == [("ok", "done"), ("broken", "failed")]
     assert "/no/such/folder" in result.failed[0].error
     assert (tmp_path / "out" / "ok" / DONE_NAME).is_file()
+
+
+def test_cli_dry_run_lists_the_runs_with_set(
+    tiny: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["sweep", str(tiny), "--dry-run", "--set", "train.steps=7", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["runs"] == [r.name for r in load_sweep(tiny).plan()]
+    assert all(
+        r.config.train.steps == 7 for r in load_sweep(tiny).with_changes({"train.steps": 7}).plan()
+    )
+    assert main(["sweep", str(tiny), "--set", "optim.lrr=1", "--dry-run"]) == 2
+    assert "optim.lrr" in capsys.readouterr().err

@@ -455,7 +455,7 @@ _LOG_SHAPES = ("constant", "cosine", "linear")
 
 def _saved_fix(text: str, path: Path) -> list[tuple[str, float]]:
     from .. import _validate as v
-    from ._parser import _key_value
+    from ._options import _key_value
 
     pairs = []
     for item in text.split(","):

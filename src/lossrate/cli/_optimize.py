@@ -28,7 +28,7 @@ The CSV has the header step,lr and one row per step (Schedule.read reads it back
 
 def add_optimize_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``optimize`` subcommand to the subparsers ``sub``."""
-    from ._parser import _common, _Formatter, _log_options, _positive, _prior_options
+    from ._options import _common, _Formatter, _log_options, _positive, _prior_options
 
     text = "search the lr schedule that minimises the predicted final loss within a step budget"
     p = sub.add_parser(

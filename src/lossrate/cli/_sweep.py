@@ -31,7 +31,7 @@ one after another.
 
 def add_sweep_parser(sub: Any) -> argparse.ArgumentParser:
     """Add the ``sweep`` subcommand to the subparsers ``sub``."""
-    from ._parser import _common, _count, _Formatter, _setting
+    from ._options import _common, _count, _Formatter, _setting
 
     text = "run a sweep config (a grid of experiment configs), serially or on Ray"
     p = sub.add_parser(

@@ -16,7 +16,7 @@ early origins alone picked worse laws for runs whose later part bends).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +36,6 @@ __all__ = [
     "plan_origins",
     "plan_transfer_tests",
     "point_prediction",
-    "run_backtests",
 ]
 
 #: backtest origins planned per group (full ratio; late)
@@ -197,22 +196,3 @@ def point_prediction(
     except LossrateError:
         return nan
     return np.where(np.isfinite(lm), lm, np.nan)
-
-
-def run_backtests(
-    traj: Trajectory,
-    schedule: Schedule,
-    smooth_log: np.ndarray,
-    ratio: float,
-    cands: Sequence[Candidate],
-    *,
-    seed: int = 0,
-) -> list[Backtest]:
-    """Fit every candidate at every planned origin and predict to its horizon, serially
-    (``auto`` runs the same plans through its task pool)."""
-    return [
-        plan.backtest(
-            {c.label: point_prediction(c, plan.head, schedule, plan.steps, seed) for c in cands}
-        )
-        for plan in plan_backtests(traj, schedule, smooth_log, ratio)
-    ]

@@ -27,8 +27,10 @@ on the same fits, median final |ln(pred/obs)| in %: scoring each model on the la
 backtests only (horizon at the end of the prefix), and weights inverse to the score's
 power 1 or 1.5 instead of 2. Real-log suite k = 25 / 50 %: power 2 on all backtests
 26.9 / 10.8, power 1 25.0 / 11.5, power 1.5 25.2 / 13.0, late only 27.1 / 15.1; mpl
-curves k = 25 %: 0.83, 1.01, 0.83, 0.83. None is better on both, so the rule stays. Without any backtest (a prefix too
-short to hold one) the model with the lowest BIC on the prefix is used.
+curves k = 25 %: 0.83, 1.01, 0.83, 0.83. None is better on both, so the rule stays.
+
+Without any backtest (a prefix too short to hold one) the model with the lowest BIC on the
+prefix is used.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
    (:mod:`._backtest`).
 3. Their weights come from the backtests, inverse to each model's squared backtest error
    (:mod:`._combine`). The prediction is the weighted mean of the members' ln L. The fits
-   of steps 2 run in ``jobs`` worker processes when asked (:mod:`._pool`), with the
+   of step 2 run in ``jobs`` worker processes when asked (:mod:`._pool`), with the
    serial answer.
 4. The 90 % interval is calibrated on the backtest errors at matching horizons
    (:mod:`._calibrate`); observation noise, measured on the raw prefix around its smoothed

@@ -3,7 +3,7 @@
 A fit of ``auto`` is some 50 independent least-squares fits (every candidate at every
 backtest origin, on every earlier run, and on the whole prefix). With ``jobs`` > 1 they run
 in a process pool (``fork`` where the platform has it, so the workers start in milliseconds
-with lossrate already imported), the costliest first; the results are the serial ones
+with lossrate already imported; ``forkserver`` from Python 3.12), the costliest first; the results are the serial ones
 exactly, in the same order (every fit is deterministic given its seed). Where a pool cannot
 be made (inside a daemonic worker, a platform without processes) the tasks run serially and
 a note says so.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -42,8 +43,13 @@ def check_jobs(jobs: Any) -> int:
 
 
 def _context() -> Any:
+    """``fork`` (workers start in milliseconds) up to Python 3.11; from 3.12 on, where
+    forking a process that holds threads (BLAS pools) warns of deadlocks, ``forkserver``."""
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else methods[0])
+    for name in ("fork", "forkserver") if sys.version_info < (3, 12) else ("forkserver",):
+        if name in methods:
+            return multiprocessing.get_context(name)
+    return multiprocessing.get_context(methods[0])
 
 
 def run_tasks(

@@ -80,6 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> Outcome:
             resume=args.resume,
             device=args.device,
             progress=not (args.quiet or args.json),
+            nproc=args.nproc,
         )
     final = float(traj.loss[-1])
     text = (

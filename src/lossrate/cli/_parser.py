@@ -123,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="torch device: auto, cpu, cuda, ...")
     p.add_argument(
+        "--nproc",
+        type=_count,
+        default=1,
+        help="data-parallel processes (torch.distributed: gloo on CPU, NCCL one GPU each); "
+        "each takes an equal share of the config's batch size, which must divide evenly",
+    )
+    p.add_argument(
         "--set",
         type=_setting,
         action="append",

@@ -37,9 +37,10 @@ from .datasets import (
     load_wordnet,
     subsample,
 )
+from .distributed import run_ranks
 from .exact import certify, is_exact_case, teacher_student
 from .models import CNN, MLP, DeepCNN, Linear
-from .train import output_size, train
+from .train import check_shares, output_size, train
 
 __all__ = ["build_model", "load_data", "resolve_device", "run_experiment"]
 
@@ -232,6 +233,7 @@ def run_experiment(
     progress: bool = True,
     *,
     stop_at: int | None = None,
+    nproc: int = 1,
 ) -> Trajectory:
     """Train ``config`` into ``run_dir`` and return the run's trajectory.
 
@@ -245,6 +247,10 @@ def run_experiment(
         device: "auto", "cpu" or "cuda".
         progress: show progress bars.
         stop_at: stop after this many steps with a checkpoint (resume later).
+        nproc: train on this many data-parallel processes (torch.distributed: gloo on CPU,
+            NCCL with one GPU each on CUDA), each on its equal share of the global batch
+            (the config's batch size, which must divide evenly); the recorded statistics
+            are the global batch's and only rank 0 writes.
 
     Returns:
         The trajectory read back from ``run_dir/trajectory.csv``.
@@ -252,6 +258,10 @@ def run_experiment(
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config)
     run_dir = Path(run_dir)
     dev = resolve_device(device)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise InvalidArgumentError(f"nproc={nproc!r}: must be a whole number >= 1.")
+    if nproc > 1:
+        check_shares(cfg, nproc)  # before the run folder is touched
     # what a killed run left half-written (its complete files were renamed into place)
     clean_temporaries(run_dir, (CHECKPOINT_NAME, TRAJECTORY_NAME, CONFIG_NAME, EXACT_NAME))
     ck = None
@@ -267,6 +277,25 @@ def run_experiment(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / CONFIG_NAME, lambda f: f.write(cfg.to_toml()))
+
+    if nproc > 1:
+        if ck is None or ck.step < cfg.train.steps:
+            run_ranks(
+                cfg,
+                run_dir,
+                nproc,
+                dev,
+                resume_from_checkpoint=ck is not None,
+                stop_at=stop_at,
+                progress=progress,
+            )
+        traj = Trajectory.read(run_dir / TRAJECTORY_NAME)
+        if is_exact_case(cfg) and traj.n == cfg.train.steps:
+            data = load_data(cfg, device=dev)
+            n_out = output_size(cfg.loss.name, data.info.n_classes)
+            check = certify(cfg, data, traj, n_out)
+            atomic_write(run_dir / EXACT_NAME, lambda f: json.dump(check.to_dict(), f, indent=2))
+        return traj
 
     data = load_data(cfg, device=dev, progress=progress)
     n_out = output_size(cfg.loss.name, data.info.n_classes)

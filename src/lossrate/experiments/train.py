@@ -21,11 +21,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
+from .._errors import InvalidArgumentError
 from ..energy import EnergyMeter
 from ..torch import GradientGroups, InstrumentedLoss, Recorder, gradient_metrics, kernel_trace
+from ..torch.distributed import is_distributed
 from ..torch.losses import BatchStats
 from ..trajectory import RunMeta
 from .checkpoint import Checkpoint, save_checkpoint
@@ -33,7 +36,7 @@ from .config import ExperimentConfig, OptimConfig
 from .datasets import Dataset
 from .models import count_parameters
 
-__all__ = ["build_optimizer", "output_size", "run_meta", "targets_for", "train"]
+__all__ = ["build_optimizer", "check_shares", "output_size", "run_meta", "targets_for", "train"]
 
 EVAL_CHUNK = 1024  # test samples per forward pass when measuring the test loss
 
@@ -128,6 +131,31 @@ def _test_loss(model: nn.Module, crit: InstrumentedLoss, x: torch.Tensor, y: tor
     return total / len(y)
 
 
+def check_shares(cfg: ExperimentConfig, nproc: int, n: int | None = None) -> None:
+    """Refuse what ``lossrate train --nproc nproc`` cannot run as the one-process run of ``cfg``:
+    a global batch (``train.batch_size``, or the ``n`` training samples for full batch) that
+    does not split evenly over the ranks, and the per-batch measurements that are not yet
+    global under DDP (``train.kernel_every``, ``train.gradient_groups``)."""
+    tc = cfg.train
+    batch = tc.batch_size if not cfg.full_batch else n
+    if batch is not None and n is not None:
+        batch = min(batch, n)
+    if batch is not None and batch % nproc:
+        what = "train.batch_size" if not cfg.full_batch else "the full batch (training samples)"
+        raise InvalidArgumentError(
+            f"--nproc {nproc}: {what} is {batch}, which does not split evenly over {nproc} "
+            f"processes; each process takes an equal share of the global batch, so choose a "
+            f"batch size divisible by {nproc} (--set train.batch_size=...) or another --nproc."
+        )
+    for key in ("kernel_every", "gradient_groups"):
+        if getattr(tc, key):
+            raise InvalidArgumentError(
+                f"--nproc {nproc}: train.{key} = {getattr(tc, key)} is not supported with more "
+                f"than one process yet (it would measure one rank's share, not the global "
+                f"batch); run with --set train.{key}=0 or without --nproc."
+            )
+
+
 def train(
     model: nn.Module,
     data: Dataset,
@@ -164,7 +192,20 @@ def train(
     model.to(device).train()
     optimizer = build_optimizer(cfg.optim, model)
     crit = InstrumentedLoss(cfg.loss.name, label_smoothing=cfg.loss.label_smoothing)
-    test_crit = InstrumentedLoss(cfg.loss.name, label_smoothing=cfg.loss.label_smoothing)
+    # the test loss is every rank's own (the whole test split at the same weights)
+    test_crit = InstrumentedLoss(
+        cfg.loss.name, label_smoothing=cfg.loss.label_smoothing, distributed=False
+    )
+    # Under torch.distributed (``lossrate train --nproc N``): each rank takes its 1/N share of
+    # every global batch (drawn from the same seeded order on every rank), DDP averages the
+    # gradients and InstrumentedLoss all-reduces the statistics, so the recorded row is the
+    # global batch's; only rank 0 writes rows and checkpoints.
+    rank, world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
     x_train = data.x_train.to(device)
     y_train = targets_for(data.y_train, cfg.loss.name, n_out).to(device)
@@ -173,6 +214,9 @@ def train(
     y_test = targets_for(data.y_test[:n_test], cfg.loss.name, n_out).to(device)
     n = len(y_train)
     batch = n if cfg.full_batch else min(tc.batch_size, n)
+    if world > 1:
+        check_shares(cfg, world, n)
+    share = slice(rank * batch // world, (rank + 1) * batch // world)
     # train.gradient_groups: each batch in parts, for the debiased gradient columns
     groups = GradientGroups(model, population=n) if tc.gradient_groups else None
     parts = GradientGroups.split(batch, tc.gradient_groups) if groups is not None else []
@@ -194,10 +238,24 @@ def train(
     # a resumed file keeps its own metadata (the runner checked that the config is the same)
     meta = None if ck is not None else run_meta(cfg, data, model, n_out, meter.source)
     end = tc.steps if stop_at is None else min(stop_at, tc.steps)
+    # the ranks that do not write count their steps from the checkpoint's
+    resume_step = start if world > 1 and ck is not None else None
     with (
         closing(meter),
-        Recorder(run_dir, meta=meta, flush_every=tc.log_flush_every, resume=True) as recorder,
-        tqdm(total=end, initial=start, desc=cfg.name, disable=not progress, unit="step") as bar,
+        Recorder(
+            run_dir,
+            meta=meta,
+            flush_every=tc.log_flush_every,
+            resume=True,
+            resume_step=resume_step,
+        ) as recorder,
+        tqdm(
+            total=end,
+            initial=start,
+            desc=cfg.name,
+            disable=not progress or rank != 0,
+            unit="step",
+        ) as bar,
     ):
         for k in range(start, end):
             lr = float(schedule.lr[k])
@@ -205,7 +263,12 @@ def train(
                 group["lr"] = lr
 
             test_loss = None  # at the weights of this step, before its update
-            if tc.eval_every and n_test and (k % tc.eval_every == 0 or k == tc.steps - 1):
+            if (
+                rank == 0
+                and tc.eval_every
+                and n_test
+                and (k % tc.eval_every == 0 or k == tc.steps - 1)
+            ):
                 test_loss = _test_loss(model, test_crit, x_test, y_test)
 
             if cfg.full_batch:
@@ -216,12 +279,14 @@ def train(
                 idx = perm[pos : pos + batch].to(device)
                 pos += batch
                 xb, yb = x_train[idx], y_train[idx]
+            if world > 1:
+                xb, yb = xb[share], yb[share]
 
             meter.step_energy()  # this step's energy count starts here (the test loss is left out)
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             if groups is None:
-                loss = crit(model(xb), yb)
+                loss = crit(net(xb), yb)
                 loss.backward()
                 stats = crit.last
             else:
@@ -254,7 +319,9 @@ def train(
             )
 
             done = k + 1
-            if done == end or (tc.checkpoint_every and done % tc.checkpoint_every == 0):
+            if rank == 0 and (
+                done == end or (tc.checkpoint_every and done % tc.checkpoint_every == 0)
+            ):
                 recorder.flush()  # rows first: a checkpoint never runs ahead of the trajectory
                 save_checkpoint(
                     run_dir,

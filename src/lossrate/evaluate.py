@@ -319,6 +319,7 @@ def evaluate(
     test: Sequence[str] | None = None,
     fit_options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> EvalTable:
     """Fit and predict out of sample (module docstring); one row per (run, model, k).
 
@@ -333,6 +334,11 @@ def evaluate(
         fit_options: keyword arguments of :func:`lossrate.fit` for every engine-fitted model
             (default ``{"bootstrap": 0}``: Gaussian intervals, fast).
         progress: called with a short line after each fit (e.g. ``print``).
+        jobs: worker processes for the prefix protocol's (run, k, model) fits
+            (``concurrent.futures``; 1: none, 0: every core). The rows are those of the serial
+            run, in the same order (only ``seconds`` differs); auto then fits with one process
+            per fit. Models and options must pickle (names, CurveModel instances, plain
+            option values; a ``(label, fitter)`` fitter must be a module-level function).
 
     Raises:
         InvalidArgumentError: unknown protocol, bad fractions, train/test overlap or unknown
@@ -349,6 +355,8 @@ def evaluate(
         if not ks or any(not 0 < k < 1 for k in ks):
             raise InvalidArgumentError(f"fractions must lie in (0, 1), got {list(fractions)}.")
         skipped: list[str] = []
+        if jobs != 1:
+            return _prefix_parallel(names, rds, ks, list(models), opts, say, jobs)
         for name, rd in zip(names, rds):
             for k in ks:
                 pre = rd.traj.prefix(k)
@@ -407,6 +415,70 @@ def evaluate(
             )
             say(_line(rows[-1]))
     return EvalTable(tuple(rows))
+
+
+def _prefix_cell(
+    models: list[Any], opts: dict[str, Any], i: int, name: str, rd: RunData, k: float
+) -> EvalRow:
+    """One prefix-protocol row: model ``i`` fitted on the first ``k`` of ``rd`` (a worker's
+    task; the specs are rebuilt here since auto's fitter is a closure)."""
+    spec = _specs(models, opts)[i]
+    pre = rd.traj.prefix(k)
+    held = rd.traj.step > pre.step[-1]
+    train_rd = RunData(pre, rd.schedule)
+    test_rd = RunData(rd.traj.select(held), rd.schedule)
+    fr, msg, t0 = None, "", time.perf_counter()
+    try:
+        fr = _do_fit(spec, [train_rd], [name])
+    except LossrateError as exc:
+        msg = f"fit failed: {exc}"
+    dt = time.perf_counter() - t0
+    pred_run = None if _carries_runs(fr) else train_rd
+    return _score_row("prefix", name, rd, spec, k, pre.n, test_rd, fr, pred_run, dt, msg)
+
+
+def _prefix_parallel(
+    names: list[str],
+    rds: list[RunData],
+    ks: list[float],
+    models: list[Any],
+    opts: dict[str, Any],
+    say: Callable[[str], None],
+    jobs: int,
+) -> EvalTable:
+    """The prefix protocol with its fits on a process pool; rows in the serial order."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    n_specs = len(_specs(models, opts))
+    # auto's own pool would nest inside this one: one process per fit (the same answer)
+    models = [
+        ("auto", "auto", {"jobs": 1})
+        if isinstance(m, str) and m == "auto"
+        else (m[0], "auto", {**dict(m[2]), "jobs": 1})
+        if isinstance(m, tuple) and len(m) == 3 and isinstance(m[1], str) and m[1] == "auto"
+        else m
+        for m in models
+    ]
+    tasks, skipped = [], []
+    for name, rd in zip(names, rds):
+        for k in ks:
+            pre = rd.traj.prefix(k)
+            if not (rd.traj.step > pre.step[-1]).any():
+                skipped.append(
+                    f"{name} at k={k:g}: no logged step after the first {k:.0%} "
+                    f"(the log has {rd.traj.n} row(s)); nothing is left to predict"
+                )
+                continue
+            tasks += [(i, name, rd, k) for i in range(n_specs)]
+    workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
+    rows: list[EvalRow] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_prefix_cell, models, opts, *t) for t in tasks]
+        for fut in futures:
+            rows.append(fut.result())
+            say(_line(rows[-1]))
+    return EvalTable(tuple(rows), tuple(skipped))
 
 
 def _carries_runs(fr: FitResult | None) -> bool:

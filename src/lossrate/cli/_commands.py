@@ -304,6 +304,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
             fractions=args.fractions,
             fit_options={"bootstrap": args.bootstrap, "level": args.level, "seed": args.seed},
             progress=lambda _line: bar.update(1),
+            jobs=args.jobs,
         )
     if args.csv is not None:
         table.to_csv(str(args.csv))

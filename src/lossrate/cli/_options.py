@@ -288,7 +288,8 @@ def _log_options(
         type=_count,
         default=0,
         metavar="N",
-        help="worker processes for auto's fits (0: every core; 1: none); same answer either way",
+        help="worker processes for the fits (auto's, or evaluate's per log and model; 0: every "
+        "core; 1: none); the same answer either way",
     )
 
 

@@ -367,21 +367,8 @@ def evaluate(
                         f"(the log has {rd.traj.n} row(s)); nothing is left to predict"
                     )
                     continue
-                train_rd = RunData(pre, rd.schedule)
-                test_rd = RunData(rd.traj.select(held), rd.schedule)
                 for spec in specs:
-                    fr, msg, t0 = None, "", time.perf_counter()
-                    try:
-                        fr = _do_fit(spec, [train_rd], [name])
-                    except LossrateError as exc:
-                        msg = f"fit failed: {exc}"
-                    dt = time.perf_counter() - t0
-                    pred_run = None if _carries_runs(fr) else train_rd
-                    rows.append(
-                        _score_row(
-                            "prefix", name, rd, spec, k, pre.n, test_rd, fr, pred_run, dt, msg
-                        )
-                    )
+                    rows.append(_prefix_row(spec, name, rd, k))
                     say(_line(rows[-1]))
         return EvalTable(tuple(rows), tuple(skipped))
     if not train:
@@ -422,7 +409,11 @@ def _prefix_cell(
 ) -> EvalRow:
     """One prefix-protocol row: model ``i`` fitted on the first ``k`` of ``rd`` (a worker's
     task; the specs are rebuilt here since auto's fitter is a closure)."""
-    spec = _specs(models, opts)[i]
+    return _prefix_row(_specs(models, opts)[i], name, rd, k)
+
+
+def _prefix_row(spec: _Spec, name: str, rd: RunData, k: float) -> EvalRow:
+    """``spec`` fitted on the first ``k`` of ``rd`` and scored on the rest."""
     pre = rd.traj.prefix(k)
     held = rd.traj.step > pre.step[-1]
     train_rd = RunData(pre, rd.schedule)

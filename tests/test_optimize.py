@@ -190,3 +190,20 @@ def test_the_optimize_command_writes_the_schedule_and_the_figure(tmp_path, capsy
     assert Schedule.read(out.with_suffix(f".{other}.csv")).n_steps == 800
     assert main([*argv, "--peak-lr", "1.0", "--out", str(out)]) == 2
     assert "outside the peak lrs" in capsys.readouterr().err
+
+
+def test_a_prior_from_runs_that_decayed_is_fitted_to_the_data_and_identifies_the_gain() -> None:
+    scheds = {f"wsd{d}": Schedule.wsd(PEAK, N, decay_start=d) for d in (1200, 1600)}
+    runs = {name: RunData(_run(s, every=40), s) for name, s in scheds.items()}
+    prior = lr.Prior.from_runs(runs, "ode_relax")
+    assert prior.decayed
+    const = Schedule.constant(PEAK, N)
+    data = RunData(_run(const, every=20).prefix(0.3), const)
+    with pytest.raises(InvalidArgumentError, match="data="):
+        optimize_schedule(prior, N, WSD(("linear",)), top=1)
+    res = optimize_schedule(prior, N, WSD(("linear",)), data=data, top=1)
+    assert res.identified  # the prior's runs decayed: the gain is the prior's, not a guess
+    best = res.families["wsd"]
+    assert best.schedule.n_steps == N
+    assert np.all(np.diff(best.schedule.lr[1:]) <= 1e-15)  # monotone after its peak
+    assert best.lower <= best.loss <= best.upper

@@ -213,11 +213,14 @@ def test_cli_sweep_and_prior_from_its_folder(tiny: Path, tmp_path: Path) -> None
     not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
 )
 @pytest.mark.timeout(300)
-def test_ray_sweep_gives_the_serial_folders(tiny: Path, tmp_path: Path) -> None:
-    sweep = load_sweep(tiny)
+def test_ray_sweep_gives_the_serial_folders(tmp_path: Path) -> None:
+    six = tmp_path / "six.toml"  # the check: a 6-run sweep on 2 Ray workers
+    six.write_text(TINY.replace("[0.05, 0.1]", "[0.05, 0.1, 0.2]"), encoding="utf-8")
+    sweep = load_sweep(six)
+    assert len(sweep.plan()) == 6
     run_sweep(sweep, tmp_path / "serial", executor="serial", progress=False)
     result = run_sweep(sweep, tmp_path / "ray", executor="ray", workers=2, progress=False)
-    assert result.executor == "ray" and [o.status for o in result.outcomes] == ["done"] * 4
+    assert result.executor == "ray" and [o.status for o in result.outcomes] == ["done"] * 6
     for run in sweep.plan():
         same_run(tmp_path / "ray" / run.name, tmp_path / "serial" / run.name)
         assert sorted(p.name for p in (tmp_path / "ray" / run.name).iterdir()) == sorted(

@@ -4,6 +4,7 @@ process pool give the serial table (same rows, same order; only the timing diffe
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 import numpy as np
 import pytest
@@ -34,3 +35,43 @@ def test_a_pool_gives_the_serial_table() -> None:
     pooled = evaluate(runs, models, jobs=2, **kw)
     assert len(serial.rows) == 18
     assert _table(pooled) == _table(serial)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray is not installed (pip install 'lossrate[ray]')",
+)
+@pytest.mark.timeout(300)
+def test_ray_tasks_give_the_serial_table() -> None:
+    runs = {
+        "a": synthetic("a", "cosine", 0, n=300),
+        "b": synthetic("b", "constant", 1, n=300),
+    }
+    models = ["ode", ("pw", "power_S", {"loss": "huber"}), ("ex", "exponential", {})]
+    kw = {"fractions": (0.3, 0.6), "fit_options": {"bootstrap": 0}}
+    serial = evaluate(runs, models, **kw)
+    on_ray = evaluate(runs, models, jobs=2, address="local", **kw)
+    assert len(serial.rows) == 12
+    assert _table(on_ray) == _table(serial)
+
+
+def test_an_address_without_ray_says_how_to_install_it(monkeypatch, tmp_path, capsys) -> None:
+    import builtins
+
+    from lossrate.cli import main
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    traj, _ = synthetic("a", "constant", 0, n=200)
+    path = tmp_path / "a.csv"
+    traj.write(path)
+    code = main(["evaluate", str(path), "--models", "ode", "--address", "local", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "pip install 'lossrate[ray]'" in err and "--address" in err

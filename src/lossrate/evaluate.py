@@ -320,6 +320,7 @@ def evaluate(
     fit_options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
     jobs: int = 1,
+    address: str | None = None,
 ) -> EvalTable:
     """Fit and predict out of sample (module docstring); one row per (run, model, k).
 
@@ -339,6 +340,10 @@ def evaluate(
             run, in the same order (only ``seconds`` differs); auto then fits with one process
             per fit. Models and options must pickle (names, CurveModel instances, plain
             option values; a ``(label, fitter)`` fitter must be a module-level function).
+        address: run those fits as Ray tasks instead (needs ``pip install 'lossrate[ray]'``):
+            on the cluster at this address (``"auto"``: one started with ``ray start`` on
+            this machine), or ``"local"`` for a new local Ray with ``jobs`` CPUs (0: every
+            core). The rows are the serial ones, as with ``jobs``.
 
     Raises:
         InvalidArgumentError: unknown protocol, bad fractions, train/test overlap or unknown
@@ -355,8 +360,8 @@ def evaluate(
         if not ks or any(not 0 < k < 1 for k in ks):
             raise InvalidArgumentError(f"fractions must lie in (0, 1), got {list(fractions)}.")
         skipped: list[str] = []
-        if jobs != 1:
-            return _prefix_parallel(names, rds, ks, list(models), opts, say, jobs)
+        if jobs != 1 or address is not None:
+            return _prefix_parallel(names, rds, ks, list(models), opts, say, jobs, address)
         for name, rd in zip(names, rds):
             for k in ks:
                 pre = rd.traj.prefix(k)
@@ -436,8 +441,10 @@ def _prefix_parallel(
     opts: dict[str, Any],
     say: Callable[[str], None],
     jobs: int,
+    address: str | None = None,
 ) -> EvalTable:
-    """The prefix protocol with its fits on a process pool; rows in the serial order."""
+    """The prefix protocol with its fits on a process pool, or as Ray tasks with ``address``;
+    rows in the serial order."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
@@ -464,6 +471,17 @@ def _prefix_parallel(
             tasks += [(i, name, rd, k) for i in range(n_specs)]
     workers = max(1, min(jobs or os.cpu_count() or 1, len(tasks)))
     rows: list[EvalRow] = []
+    if address is not None:
+        from ._ray import ray_session
+
+        where = None if address == "local" else address
+        with ray_session(where, jobs or None, lambda _s: None, f"{len(tasks)} fits") as ray:
+            cell = ray.remote(num_cpus=1)(_prefix_cell)
+            shared = ray.put(models), ray.put(opts)
+            for ref in [cell.remote(*shared, *t) for t in tasks]:
+                rows.append(ray.get(ref))
+                say(_line(rows[-1]))
+        return EvalTable(tuple(rows), tuple(skipped))
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = [pool.submit(_prefix_cell, models, opts, *t) for t in tasks]
         for fut in futures:

@@ -305,6 +305,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> Outcome:
             fit_options={"bootstrap": args.bootstrap, "level": args.level, "seed": args.seed},
             progress=lambda _line: bar.update(1),
             jobs=args.jobs,
+            address=args.address,
         )
     if args.csv is not None:
         table.to_csv(str(args.csv))

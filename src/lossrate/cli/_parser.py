@@ -199,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated prefix fractions, each in (0, 1)",
     )
     p.add_argument("--csv", type=Path, default=None, help="also write every row to this CSV file")
+    p.add_argument(
+        "--address",
+        default=None,
+        metavar="ADDR",
+        help="run the fits as Ray tasks: on the cluster at ADDR (auto: one started with "
+        "`ray start` here), or 'local' for a local Ray with --jobs CPUs (needs "
+        "pip install 'lossrate[ray]')",
+    )
     _log_options(p, until=None, bootstrap=0)
     _common(p)
 

@@ -8,14 +8,12 @@ where the failed try stopped. Local Ray is started (and shut down) here; a clust
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from .._errors import InvalidArgumentError
+from .._ray import ray_session
 from .sweep import SweepRun
 from .sweep_exec import RunOutcome, _error_text, train_run
 
@@ -33,63 +31,36 @@ def run_on_ray(
     say: Callable[[str], None],
     gpus: float = 0.0,
 ) -> dict[str, RunOutcome]:
-    import ray
     from tqdm.auto import tqdm
 
-    started_here = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-        if address or os.environ.get("RAY_ADDRESS"):
-            kwargs["address"] = address or os.environ["RAY_ADDRESS"]
-            where = f"the Ray cluster at {kwargs['address']}"
-        else:
-            # "local": always a new Ray of this process, never a cluster found on the machine
-            # (pass --address auto to use one started with `ray start`)
-            kwargs["address"] = "local"
-            kwargs["num_cpus"] = workers or os.cpu_count() or 1
-            kwargs["include_dashboard"] = False
-            where = f"a local Ray with {kwargs['num_cpus']} worker CPU(s)"
+    with ray_session(address, workers, say, f"{len(todo)} runs") as ray:
+        task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(
+            train_run
+        )
+        t0 = time.perf_counter()
+        refs = {task.remote(run.config, str(out / run.name), device, threads): run for run in todo}
+        results: dict[str, RunOutcome] = {}
+        bar = tqdm(total=len(refs), desc="sweep", unit="run", disable=not progress, file=sys.stderr)
+        pending = list(refs)
         try:
-            ray.init(**kwargs)
-        except ConnectionError as exc:
-            raise InvalidArgumentError(
-                f"cannot join {where}: {exc}. Check that `ray start --head` runs there and the "
-                "address (HOST:6379, or ray://HOST:10001); a cluster with token authentication "
-                "needs its token here too (RAY_AUTH_MODE=token and ~/.ray/auth_token or "
-                "$RAY_AUTH_TOKEN). Without --address the runs go to a local Ray."
-            ) from None
-        started_here = True
-        say(f"running {len(todo)} runs on {where}")
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=retries, retry_exceptions=True)(
-        train_run
-    )
-    t0 = time.perf_counter()
-    refs = {task.remote(run.config, str(out / run.name), device, threads): run for run in todo}
-    results: dict[str, RunOutcome] = {}
-    bar = tqdm(total=len(refs), desc="sweep", unit="run", disable=not progress, file=sys.stderr)
-    pending = list(refs)
-    try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                run = refs[ref]
-                try:
-                    _, seconds = ray.get(ref)
-                except ray.exceptions.RayError as exc:
-                    cause = getattr(exc, "cause", None)
-                    results[run.name] = RunOutcome(
-                        run.name, out / run.name, "failed", retries + 1,
-                        time.perf_counter() - t0, _error_text(cause or exc),
-                    )  # fmt: skip
-                else:
-                    results[run.name] = RunOutcome(run.name, out / run.name, "done", 1, seconds)
-                bar.set_postfix_str(run.name, refresh=False)
-                bar.update(1)
-    finally:
-        bar.close()
-        if pending:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                for ref in ready:
+                    run = refs[ref]
+                    try:
+                        _, seconds = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        cause = getattr(exc, "cause", None)
+                        results[run.name] = RunOutcome(
+                            run.name, out / run.name, "failed", retries + 1,
+                            time.perf_counter() - t0, _error_text(cause or exc),
+                        )  # fmt: skip
+                    else:
+                        results[run.name] = RunOutcome(run.name, out / run.name, "done", 1, seconds)
+                    bar.set_postfix_str(run.name, refresh=False)
+                    bar.update(1)
+        finally:
+            bar.close()
             for ref in pending:
                 ray.cancel(ref, force=True)
-        if started_here:
-            ray.shutdown()
     return results

@@ -50,6 +50,23 @@ from ._files import DEFAULT_MAX_BYTES, check_file, csv_max_bytes, decode_text, r
 __all__ = ["read_csv"]
 
 
+def _csv_rows(
+    lines: Iterable[str], sep: str, src: str, offset: int
+) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each non-empty CSV row of ``lines``, numbered from ``offset``
+    lines already passed; a malformed row is a DataError naming its line."""
+    reader_ = _csv.reader(lines, delimiter=sep, strict=True)
+    try:
+        for row in reader_:
+            if row:
+                yield offset + reader_.line_num, row
+    except _csv.Error as exc:
+        raise DataError(
+            f"{src!r}: line {offset + reader_.line_num} is not valid CSV ({exc}); "
+            "fix or remove that line."
+        ) from None
+
+
 def read_csv(
     path: str | os.PathLike[str],
     *,
@@ -138,16 +155,7 @@ def csv_table(
         lines = io.StringIO(text, newline="")
         for _ in range(skipped):
             next(lines)
-        reader_ = _csv.reader(lines, delimiter=sep, strict=True)
-        try:
-            for row in reader_:
-                if row:
-                    yield skipped + reader_.line_num, row
-        except _csv.Error as exc:
-            raise DataError(
-                f"{src!r}: line {skipped + reader_.line_num} is not valid CSV ({exc}); "
-                "fix or remove that line."
-            ) from None
+        yield from _csv_rows(lines, sep, src, skipped)
 
     first = next(records(), None)
     if first is None:
@@ -360,16 +368,7 @@ class _DataRows:
         stream.detach()
 
     def _csv_records(self, lines: Iterable[str], line: int) -> Iterator[tuple[int, list[str]]]:
-        reader_ = _csv.reader(lines, delimiter=self.sep, strict=True)
-        try:
-            for row in reader_:
-                if row:
-                    yield line + reader_.line_num, row
-        except _csv.Error as exc:
-            raise DataError(
-                f"{self.src!r}: line {line + reader_.line_num} is not valid CSV ({exc}); "
-                "fix or remove that line."
-            ) from None
+        return _csv_rows(lines, self.sep, self.src, line)
 
     def _records(
         self, records: Iterator[tuple[int, list[str]]], more_after: Callable[[], bool]

@@ -16,6 +16,7 @@ import sys
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from ddp_job import BATCH, _data, _model  # the same model and batches as ddp_job.py
 from torch import nn
 
 from lossrate import RunMeta
@@ -28,19 +29,7 @@ from lossrate.torch import (
 )
 from lossrate.torch.losses import BatchStats
 
-STEPS, BATCH, WORLD = 4, 16, 2
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 4)).double()
-
-
-def _data(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(step)
-    return torch.randn(BATCH, 5, generator=g, dtype=torch.float64), torch.randint(
-        0, 4, (BATCH,), generator=g
-    )
+STEPS, WORLD = 4, 2
 
 
 def _train(model: nn.Module, run_dir: str, rank: int, world: int) -> None:

@@ -122,6 +122,37 @@ def test_block_bootstrap_widens_intervals_for_autocorrelated_noise() -> None:
     assert any("block length" in n and "block length 1)" not in n for n in res.notes)
 
 
+def test_intervals_do_not_depend_on_the_machine_speed(monkeypatch) -> None:
+    """Refit or linearised bootstrap is chosen from the model's cost estimate, not a timing:
+    the same data and seed give the same intervals when every clock reading is a minute
+    later than the last (a loaded machine)."""
+    import time
+
+    traj, sch = ode_run(0, n=300)
+    first = fit(traj, "ode", schedule=sch, bootstrap=30, seed=3)
+    clock = iter(np.arange(1e6, 1e9, 60.0))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    again = fit(traj, "ode", schedule=sch, bootstrap=30, seed=3)
+    assert again.ci == first.ci
+    assert [n for n in again.notes if "bootstrap" in n] == [
+        n for n in first.notes if "bootstrap" in n
+    ]
+
+
+def test_model_cost_estimates_grow_with_the_work() -> None:
+    """eval_seconds: a drop sum over every lr change of a cosine costs more than a closed
+    form, and more points cost more."""
+    from lossrate.fitting.registry import get_model
+
+    traj, sch = ode_run(0, n=300)
+    run = RunData(traj, sch)
+    closed = get_model("power_steps").eval_seconds(run, 300)
+    relax = get_model("ode_relax").eval_seconds(run, 300)
+    multi = get_model("multipower").eval_seconds(run, 300)
+    assert closed < relax < multi  # multipower sums every change (block 1), ode_relax lumps 16
+    assert get_model("ode").eval_seconds(run, 3000) > get_model("ode").eval_seconds(run, 30)
+
+
 def test_recovers_ode_parameters_from_the_core_solver() -> None:
     """Theory §4.5/§7.8: CE closure, F1 truth (rho0, S0, beta) = (0.8, 20, 0.7), 1.5 % noise:
     recovered within 10 % and inside the 90 % intervals (the floor held at 0, alpha at 1.5)."""

@@ -110,6 +110,14 @@ class CurveModel(ABC):
         has none that its parameters name. Used for the reported floor."""
         return None
 
+    def eval_seconds(self, run: RunData, n: int) -> float:
+        """A fixed estimate of the seconds one evaluation of the curve at ``n`` points of
+        ``run`` takes (on one core of a 2020s CPU). The fitting engine budgets its refitted
+        bootstrap with it; an estimate rather than a timing, so that the same data give the
+        same intervals on a loaded machine. The default is a closed-form curve's cost;
+        models that do more (sums over lr changes, per-step paths) say so."""
+        return 5e-5 + 1e-7 * n
+
 
 class JacobianModel(CurveModel):
     """A curve model that gives its own derivatives (the fitting engine then uses them

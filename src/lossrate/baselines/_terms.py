@@ -25,7 +25,13 @@ from scipy.signal import lfilter
 from .._errors import InvalidArgumentError
 from ..schedule import Schedule
 
-__all__ = ["annealing_area", "lr_changes", "multipower_drop", "whole_steps"]
+__all__ = [
+    "annealing_area",
+    "drop_sum_seconds",
+    "lr_changes",
+    "multipower_drop",
+    "whole_steps",
+]
 
 #: entries per (change point x query step) block of the loss-drop sum (512 kB per array)
 _BLOCK = 1 << 16
@@ -87,6 +93,14 @@ def _changes(
             a.setflags(write=False)
         cache[key] = (k, d, eta)
     return cache[key]  # type: ignore[no-any-return]
+
+
+def drop_sum_seconds(schedule: Schedule, n: int, include_warmup: bool, block: int) -> float:
+    """Estimated seconds of one :func:`multipower_drop` at ``n`` query steps (O(n x changes)
+    vectorised work plus a fixed overhead), for :meth:`CurveModel.eval_seconds`. Measured on
+    the real-log suite's 2,000-step schedules: 0.2-10 ms for 50-2,000 points."""
+    changes = _changes(schedule, include_warmup, int(block))[0].size
+    return 1e-4 + 4e-9 * n * changes
 
 
 def _lump(

@@ -30,7 +30,7 @@ import numpy as np
 from .._errors import InvalidArgumentError
 from .._model import JacobianModel, Param, RunData
 from ._guess import loss_range, power_fit
-from ._terms import multipower_drop, whole_steps
+from ._terms import drop_sum_seconds, multipower_drop, whole_steps
 
 __all__ = ["PARAM_NAMES", "MultiPowerLaw"]
 
@@ -129,6 +129,9 @@ class MultiPowerLaw(JacobianModel):
             dalpha = -A * power * np.log(S)
         J = np.column_stack([np.ones_like(pred), power, dalpha, -D, -B * dD])
         return pred, J
+
+    def eval_seconds(self, run: RunData, n: int) -> float:
+        return drop_sum_seconds(run.schedule, n, self.include_warmup, int(self.block))
 
     def describe(self) -> str:
         opts = [] if self.include_warmup else ["warmup excluded from LD"]

@@ -6,7 +6,6 @@ Gauss–Newton covariance behind the identifiability notes, and Wald standard er
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,7 @@ from .problem import _SVD, _least_squares, _Problem
 from .result import Fit
 
 _BOOT_NFEV = 15  # evaluation budget per parameter of one bootstrap refit
-_BOOT_BUDGET_S = 5.0  # refit bootstrap only when its estimated time is below this
+_BOOT_BUDGET_S = 5.0  # refit bootstrap only when its estimated time (eval_seconds) is below
 _LINEAR_DRAWS = 200  # replicates of the linearised bootstrap with bootstrap=0
 _MIN_SV = 0.1  # singular-value floor of the linearised bootstrap (standardised residual units)
 _REGION = 0.999  # linearised replicates must stay inside this likelihood region (chi^2_k)
@@ -150,8 +149,9 @@ def _bootstrap(
 
     Each replicate refits the data m + e* (e* the resampled, centred residuals, inflated by
     sqrt(n/(n-k))) from the optimum with a small evaluation budget, and draws the prior
-    centres from their Gaussians. When that would take longer than ``_BOOT_BUDGET_S`` (a
-    slow model or many points), with ``reps == 0`` (then 200 replicates) or ``refit=False``,
+    centres from their Gaussians. When that would take longer than ``_BOOT_BUDGET_S`` by the
+    model's fixed cost estimate (:meth:`CurveModel.eval_seconds`, not a timing: the choice,
+    and so the intervals, must not depend on the machine's load; a slow model or many points), with ``reps == 0`` (then 200 replicates) or ``refit=False``,
     each replicate is instead the Gauss–Newton step from the optimum with the Jacobian there
     (the linearised bootstrap: no refits; directions the data do not determine stay put, as
     the pseudo-inverse leaves them, instead of exploding as a Gaussian on a near-singular
@@ -165,11 +165,9 @@ def _bootstrap(
     centred = [(e - e.mean()) * infl for e in resid]
     if reps <= 0:
         reps, refit = _LINEAR_DRAWS, False
+    k_eff = prob.effective_k()
     if refit:
-        t0 = time.perf_counter()
-        prob.residuals(z_hat)
-        t_eval = time.perf_counter() - t0
-        k_eff = prob.effective_k()
+        t_eval = sum(prob.model.eval_seconds(run, run.traj.n) for run in prob.pmap.runs)
         refit = reps * _BOOT_NFEV * (k_eff + 1) * t_eval <= _BOOT_BUDGET_S
     draws_e = [[resample_blocks(e, b, rng) for e, b in zip(centred, blocks)] for _ in range(reps)]
     mus = [

@@ -85,7 +85,7 @@ from scipy.optimize import least_squares
 
 from .._errors import InvalidArgumentError
 from .._model import CurveModel, JacobianModel, Param, RunData
-from ..baselines._terms import multipower_drop, whole_steps
+from ..baselines._terms import drop_sum_seconds, multipower_drop, whole_steps
 from ..closures import Closure, Shifted, get_closure
 from ..rates.noise import power_noise_path
 from ..rates.power_law import PowerLaw, power_law_Phi
@@ -355,6 +355,9 @@ class ODE(_Base):
         shifted = PowerLaw(float(rate.phi(Sa)), float(theta["S0"]) + Sa, float(theta["beta"]))
         return self._closure(theta, run), shifted, float(theta["L0"])
 
+    def eval_seconds(self, run: RunData, n: int) -> float:
+        return 8e-5 + 1e-7 * n  # the closure's inverse G^-1 at each point
+
     def describe(self) -> str:
         return f"ode (gradient flow, closure={self.closure})"
 
@@ -481,6 +484,9 @@ class ODENoise(_Base):
         out[ok] = np.interp((si[ok] - a) / m, np.arange(L.size, dtype=float), L)
         return out
 
+    def eval_seconds(self, run: RunData, n: int) -> float:
+        return 2e-4 + 3e-8 * run.schedule.n_steps + 1e-7 * n  # a path over every step
+
     def describe(self) -> str:
         return f"ode_noise (gradient flow + c eta^p rho^{self.gamma:g} x, power closure)"
 
@@ -582,6 +588,9 @@ class ODERelax(_Base, JacobianModel):
             dgf = (self._gradient_flow({**theta, name: theta[name] + step}, run, n) - gf) / step
             cols.append(dx * dgf + ((1.0 - dx) if name == "L_inf" else 0.0))
         return pred, np.column_stack([*cols, dh * D, (dh * B)[:, None] * dD])
+
+    def eval_seconds(self, run: RunData, n: int) -> float:
+        return 8e-5 + 1e-7 * n + drop_sum_seconds(run.schedule, n, self.include_warmup, self.block)
 
     def describe(self) -> str:
         return f"ode_relax (gradient flow + noise-excess relaxation, closure={self.closure})"

@@ -75,3 +75,43 @@ def test_an_address_without_ray_says_how_to_install_it(monkeypatch, tmp_path, ca
     err = capsys.readouterr().err
     assert code == 2
     assert "pip install 'lossrate[ray]'" in err and "--address" in err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray is not installed (pip install 'lossrate[ray]')",
+)
+@pytest.mark.timeout(120)
+def test_a_dead_address_fails_fast_naming_it(tmp_path, capsys) -> None:
+    """Ray's own join retries an address where nothing listens for minutes; evaluate stops
+    within seconds with exit 2 naming --address, the value and the fix."""
+    import socket
+    import time
+
+    from lossrate.cli import main
+
+    with socket.socket() as s:  # a port bound once and released: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    traj, _ = synthetic("a", "constant", 0, n=200)
+    path = tmp_path / "a.csv"
+    traj.write(path)
+    t0 = time.perf_counter()
+    code = main(["evaluate", str(path), "--models", "ode", "--address", address, "-q"])
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and seconds < 60
+    assert f"--address {address!r}: nothing answers" in err
+    assert "ray start --head" in err and "leave out --address" in err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None,
+    reason="Ray is not installed (pip install 'lossrate[ray]')",
+)
+def test_an_address_that_is_not_one_is_named() -> None:
+    from lossrate._errors import InvalidArgumentError
+
+    runs = {"a": synthetic("a", "constant", 0, n=200)}
+    with pytest.raises(InvalidArgumentError, match=r"address='head' is not a Ray address"):
+        evaluate(runs, ["ode"], fractions=(0.5,), address="head")

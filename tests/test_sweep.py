@@ -229,6 +229,51 @@ def test_ray_sweep_gives_the_serial_folders(tmp_path: Path) -> None:
         assert (tmp_path / "ray" / run.name / CHECKPOINT_NAME).is_file()
 
 
+def _dead_address() -> str:
+    """A local address where nothing listens (a port bound once and released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+@pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
+)
+@pytest.mark.timeout(120)
+def test_a_dead_address_fails_fast_naming_it(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ray's own join retries an address where nothing listens for minutes; the sweep stops
+    within seconds with exit 2, naming --address, the value and the fix, and trains nothing."""
+    import time
+
+    address = _dead_address()
+    t0 = time.perf_counter()
+    code = main(["sweep", str(tiny), "--out", str(tmp_path / "o"), "--address", address, "-q"])
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 2 and seconds < 60
+    assert f"--address {address!r}: nothing answers" in err
+    assert "ray start --head" in err and "leave out --address" in err
+    assert not any((tmp_path / "o").glob("*/trajectory.csv"))
+
+
+@pytest.mark.skipif(
+    not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"
+)
+def test_a_dead_ray_address_variable_is_named(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAY_ADDRESS", _dead_address())
+    with pytest.raises(
+        InvalidArgumentError, match=r"RAY_ADDRESS.*nothing answers.*unset RAY_ADDRESS"
+    ):
+        run_sweep(load_sweep(tiny), tmp_path / "o", executor="ray", progress=False)
+
+
 def test_serial_fallback_says_how_to_install_ray(
     tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -118,7 +118,10 @@ def evaluate_scaling(n_curves: int, worker_counts: list[int]) -> None:
             raise SystemExit("the Ray table differs from the serial one")
     first = min(times)
     for workers, seconds in sorted(times.items()):
-        print(f"evaluate speed-up at {workers} worker(s): {times[first] / seconds:.2f}x")
+        print(
+            f"evaluate speed-up at {workers} worker(s): {times[first] / seconds:.2f}x "
+            f"({t_serial / seconds:.2f}x the serial time)"
+        )
     if 1 in times:
         print(
             "evaluate overhead per task (Ray at 1 worker minus serial, per fit): "

@@ -208,6 +208,61 @@ def test_cli_sweep_and_prior_from_its_folder(tiny: Path, tmp_path: Path) -> None
     assert prior is not None
 
 
+def test_prior_from_a_sweep_folder_leaves_out_unfinished_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--prior (and Prior.from_runs) on a sweep's folder use its finished runs only and name
+    the others with the reason, never reading a partial trajectory: one run cut short (no
+    marker, half its rows), one failed (per sweep.json), one listed but never started."""
+    import shutil
+
+    from lossrate.prior import Prior
+    from lossrate.readers import read_log
+
+    six = tmp_path / "six.toml"
+    six.write_text(TINY.replace("[0.05, 0.1]", "[0.05, 0.1, 0.2]"), encoding="utf-8")
+    sweep = load_sweep(six)
+    out = tmp_path / "runs"
+    run_sweep(sweep, out, executor="serial", progress=False)
+    a, cut, failed, b, gone, c = [r.name for r in sweep.plan()]
+    (out / cut / DONE_NAME).unlink()
+    log = out / cut / "trajectory.csv"
+    rows = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(rows[: len(rows) // 2]))
+    (out / failed / DONE_NAME).unlink()
+    shutil.rmtree(out / gone)
+    summary = json.loads((out / "sweep.json").read_text())
+    for run in summary["runs"]:
+        if run["name"] == failed:
+            run.update(status="failed", attempts=2, error="RuntimeError: boom")
+    (out / "sweep.json").write_text(json.dumps(summary))
+    reasons = [
+        f"{cut} (unfinished: no sweep_done marker)",
+        f"{failed} (failed after 2 tries: RuntimeError: boom)",
+        f"{gone} (not started)",
+    ]
+
+    with pytest.warns(UserWarning, match="left out 3 run") as caught:
+        prior = Prior.from_runs(out, "power_steps")
+    text = str(caught[0].message)
+    assert all(r in text for r in reasons) and a not in text
+    assert prior.source_names == (a, b, c)
+    alone = {n: read_log(out / n / "trajectory.csv") for n in (a, b, c)}
+    assert prior.to_dict() == Prior.from_runs(alone, "power_steps").to_dict()
+
+    saved = tmp_path / "prior.json"
+    own = out / a / "trajectory.csv"  # the fitted run is never in its own prior
+    code = main(
+        ["fit", str(own), "--until", "0.5", "--prior", str(out), "--model", "power_steps",
+         "--save-prior", str(saved), "-q"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"--prior {str(out)!r} is a sweep folder: left out 3 run(s)" in err
+    assert all(r in err for r in reasons)
+    assert Prior.load(saved).source_names == (b, c)
+
+
 # ------------------------------------------------------------------ Ray
 @pytest.mark.skipif(
     not ray_available(), reason="Ray is not installed (pip install 'lossrate[ray]')"

@@ -56,6 +56,8 @@ def _load_prior(args: argparse.Namespace) -> Any:
     logs = path.is_file() and path.suffix.lower() != ".json"
     if path.is_dir() and not any(f.suffix.lower() == ".json" for f in path.iterdir()):
         logs = True
+    if path.is_dir() and _sweep_runs(path) is not None:
+        logs = True  # a sweep's folder (its sweep.json is no fit): its finished runs' logs
     if logs:  # earlier runs' logs, read as the fitted log is (with its --loss and --classes)
         prior = Prior.from_runs(_earlier_runs(args), _model(args))
     else:
@@ -80,6 +82,18 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
     own = Path(args.log).resolve()
     runs: dict[str, Any] = {}
     items = [folder] if folder.is_file() else sorted(folder.iterdir())
+    sweep = None if folder.is_file() else _sweep_runs(folder)
+    if sweep is not None:  # a sweep's folder: its finished runs only, never partial logs
+        items = [log.parent for log in sweep[0]]
+        if sweep[1]:
+            import warnings
+
+            warnings.warn(
+                f"--prior {str(folder)!r} is a sweep folder: left out {len(sweep[1])} run(s) "
+                f"that did not finish: {'; '.join(sweep[1])}. Finish them with `lossrate sweep "
+                f"SWEEP --out {folder} --resume` to use them.",
+                stacklevel=2,
+            )
     for item in items:
         if item.resolve() == own or own.is_relative_to(item.resolve()) or item.name.startswith("."):
             continue
@@ -104,7 +118,13 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
             traj = traj.replace(meta=meta)
         if traj.lr is None:
             continue
-        runs[traj.meta.name or item.stem] = traj
+        runs[traj.meta.name or (item.stem if item.is_file() else item.name)] = traj
+    if not runs and sweep is not None:
+        raise DataError(
+            f"--prior {str(folder)!r} is a sweep folder with no finished run besides the run "
+            f"being fitted (a finished run has the marker sweep_done); finish the sweep with "
+            f"`lossrate sweep SWEEP --out {folder} --resume`, or give other runs."
+        )
     if not runs:
         raise DataError(
             f"--prior {str(folder)!r} holds no log with a learning-rate column besides the run "
@@ -112,6 +132,13 @@ def _earlier_runs(args: argparse.Namespace) -> dict[str, Any]:
             "prior)."
         )
     return runs
+
+
+def _sweep_runs(folder: Path) -> tuple[list[Path], list[str]] | None:
+    """A sweep folder's finished runs and the lines of those left out (None: no sweep's)."""
+    from ..prior._prior import sweep_runs
+
+    return sweep_runs(folder)
 
 
 def _log_path(path: Path) -> Path:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import InvalidArgumentError
+from ..prior._prior import SWEEP_DONE, SWEEP_SUMMARY
 from ..trajectory import atomic_write
 from .config import ExperimentConfig
 from .sweep import Sweep, SweepRun
@@ -36,16 +37,19 @@ from .sweep import Sweep, SweepRun
 __all__ = ["DONE_NAME", "RAY_HINT", "RunOutcome", "SweepResult", "ray_available", "run_sweep"]
 
 #: the marker of a complete run (the name benchmarks/make_sweep.py has always used)
-DONE_NAME = "sweep_done"
-#: the summary of the last execution, in OUT
-SUMMARY_NAME = "sweep.json"
+DONE_NAME = SWEEP_DONE
+#: the summary of the last execution, in OUT (written when it starts, every run "pending"
+#: but the complete ones, so a prior read from OUT knows it is a sweep's folder even before
+#: the first run finishes; rewritten with the outcomes at the end)
+SUMMARY_NAME = SWEEP_SUMMARY
 RAY_HINT = "pip install 'lossrate[ray]'"
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     """What became of one run: ``done`` (trained now), ``skipped`` (complete before) or
-    ``failed`` (``error`` says why, after ``attempts`` tries)."""
+    ``failed`` (``error`` says why, after ``attempts`` tries); ``pending`` in the summary
+    written while the sweep runs."""
 
     name: str
     run_dir: Path
@@ -211,6 +215,12 @@ def run_sweep(
     skipped = {r.name: RunOutcome(r.name, out / r.name, "skipped") for r in plan if r not in todo}
     if skipped:
         say(f"{len(skipped)} of {len(plan)} runs are complete; running the other {len(todo)}.")
+    running = SweepResult(
+        out,
+        tuple(skipped.get(r.name) or RunOutcome(r.name, out / r.name, "pending") for r in plan),
+        "pending",
+    )
+    atomic_write(out / SUMMARY_NAME, lambda f: json.dump(running.to_dict(), f, indent=2))
     use_ray = executor == "ray" or (executor == "auto" and ray_available())
     if use_ray and not ray_available():
         say(f"Ray is not installed: running the {len(todo)} runs one after another ({RAY_HINT} to "

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,10 +176,17 @@ class Prior:
     ) -> Prior:
         """A prior from earlier runs: one joint fit (:func:`lossrate.fit_many`).
 
+        There is no per-run fit to distribute (``evaluate``'s ``jobs=``/``address=`` have no
+        counterpart here): the runs share parameters, so they are fitted together in one
+        least-squares problem, whose per-run parts (the model's starting guesses, thinning,
+        the decay check) are arithmetic on arrays, and reading a folder's logs is file I/O.
+
         Args:
             runs: trajectories (with their lr, or as (Trajectory, Schedule) pairs / RunData),
                 a mapping name -> run, or a folder of trajectory files (``.csv``/``.parquet``)
-                or of saved fit results / priors (``.json``: their estimates are pooled).
+                or of saved fit results / priors (``.json``: their estimates are pooled). A
+                folder ``lossrate sweep`` wrote gives its finished runs only (those with the
+                ``sweep_done`` marker); the others are named in a warning, with the reason.
             model: the curve model ("ode_noise" is fitted with its lr exponent free).
             per_run: parameters with one value per run (default :data:`DEFAULT_PER_RUN`);
                 every other parameter is shared.
@@ -197,6 +205,32 @@ class Prior:
                 raise InvalidArgumentError(
                     f"runs={str(runs)!r} is not a folder; pass a folder of trajectory files "
                     "or fit JSONs, or a list of trajectories."
+                )
+            sweep = sweep_runs(Path(runs))
+            if sweep is not None:  # a sweep's folder: its finished runs, never partial ones
+                finished, left_out = sweep
+                if left_out:
+                    warnings.warn(
+                        f"runs={str(runs)!r} is a sweep folder: left out {len(left_out)} "
+                        f"run(s) that did not finish: {'; '.join(left_out)}. Finish them with "
+                        "`lossrate sweep SWEEP --out FOLDER --resume` to use them.",
+                        stacklevel=2,
+                    )
+                if not finished:
+                    raise DataError(
+                        f"runs={str(runs)!r} is a sweep folder with no finished run (none has "
+                        f"the {SWEEP_DONE} marker); finish the sweep (`lossrate sweep SWEEP "
+                        "--out FOLDER --resume`) or pass other runs."
+                    )
+                read = {path.parent.name: _read_run(path) for path in finished}
+                return cls.from_runs(
+                    read,
+                    model,
+                    per_run=per_run,
+                    depends=depends,
+                    max_points=max_points,
+                    min_spread=min_spread,
+                    **fit_options,
                 )
             return cls.from_path(
                 runs,
@@ -373,3 +407,41 @@ def _read_run(path: Path) -> Trajectory:
             "their lr. Add it to the log, or move the file out of the prior's folder."
         )
     return t
+
+
+#: the marker of a finished sweep run and the summary of a sweep's folder (the names of
+#: lossrate.experiments.sweep_exec.DONE_NAME and SUMMARY_NAME; that module needs torch)
+SWEEP_DONE = "sweep_done"
+SWEEP_SUMMARY = "sweep.json"
+
+
+def sweep_runs(folder: Path) -> tuple[list[Path], list[str]] | None:
+    """The runs of a folder ``lossrate sweep`` wrote (it holds ``sweep.json`` or a run folder
+    with the :data:`SWEEP_DONE` marker): the ``trajectory.csv`` of each finished run, and one
+    line ``"name (why)"`` for each run left out (unfinished, failed or not started, from
+    ``sweep.json`` where it says). None for any other folder."""
+    status: dict[str, Mapping[str, Any]] = {}
+    summary = folder / SWEEP_SUMMARY
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+            status = {str(r["name"]): r for r in data["runs"] if isinstance(r, Mapping)}
+        except (OSError, ValueError, KeyError, TypeError):
+            status = {}  # another program's sweep.json: the markers alone decide
+    runs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not status and not any((d / SWEEP_DONE).is_file() for d in runs):
+        return None
+    finished, left_out = [], []
+    for d in runs:
+        log = d / "trajectory.csv"
+        if (d / SWEEP_DONE).is_file() and log.is_file():
+            finished.append(log)
+        elif log.is_file() or d.name in status:
+            run = status.get(d.name, {})
+            if run.get("status") == "failed":
+                why = f"failed after {run.get('attempts', '?')} tries: {run.get('error', '')}"
+            else:
+                why = f"unfinished: no {SWEEP_DONE} marker"
+            left_out.append(f"{d.name} ({why})")
+    left_out += [f"{name} (not started)" for name in status if not (folder / name).is_dir()]
+    return finished, left_out

@@ -184,19 +184,24 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     lr = np.concatenate([np.full(20, 0.1), np.linspace(0.1, 0.02, 30), np.full(30, 0.02)])
     sch = Schedule(lr)
     steps = np.arange(0, 81)
+    TH_R = {**RELAX, "B": 1.0}  # a drop of at most a sixth of the excess (the bend unfelt)
     run = run_of(sch, steps, loss="other")
     relax = get_model("ode_relax", closure="power", block=1)
-    gf = get_model("ode", closure="power").curve(RELAX, run, steps)
-    x_gf = gf - RELAX["L_inf"]
-    # invert L = L_inf + x_gf h(B D / x_gf), h(u) = sp(1 - u) / sp(1), sp(z) = s ln(1 + e^(z/s))
+    gf = get_model("ode", closure="power").curve(TH_R, run, steps)
+    x_gf = gf - TH_R["L_inf"]
+    # invert L = L_inf + x_gf h(B D / x_gf), h(u) = 1 - q + q sp(1 - u/q) / sp(1),
+    # sp(z) = s ln(1 + e^(z/s)), with q the largest share a decay can take
+    from lossrate.fitting.ode_models import _DROP_SHARE as q
+
     s = 0.2
-    h = (relax.curve(RELAX, run, steps) - RELAX["L_inf"]) / x_gf
-    u = 1.0 - s * np.log(np.expm1(h * s * np.logaddexp(0.0, 1.0 / s) / s))
-    y_model = -u * x_gf / RELAX["B"]  # = -D(s)
-    # the drop takes at most a third of the excess over the floor: L_gf - B D within 2 % of it
-    assert np.max(u) < 1 / 3
+    h = (relax.curve(TH_R, run, steps) - TH_R["L_inf"]) / x_gf
+    sp = (h - 1.0 + q) * s * np.logaddexp(0.0, 1.0 / s) / q
+    u = q * (1.0 - s * np.log(np.expm1(sp / s)))
+    y_model = -u * x_gf / TH_R["B"]  # = -D(s)
+    # the drop takes at most a sixth of the excess over the floor: L_gf - B D within 2 % of it
+    assert np.max(u) < q / 3
     np.testing.assert_allclose(
-        relax.curve(RELAX, run, steps) - gf, RELAX["B"] * y_model, rtol=0.02, atol=1e-12
+        relax.curve(TH_R, run, steps) - gf, TH_R["B"] * y_model, rtol=0.02, atol=1e-12
     )
     # independent: every mode h relaxes by dy/dS = -h (y - eta(S)), solved numerically step by
     # step; modes weighted by a Gamma(kappa, scale C) law (Gauss–Laguerre); the noise
@@ -205,9 +210,9 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     from scipy.special import gamma as gamma_fn
     from scipy.special import roots_genlaguerre
 
-    x, w = roots_genlaguerre(60, RELAX["kappa"] - 1.0)
-    w = w / gamma_fn(RELAX["kappa"])
-    h = RELAX["C"] * x
+    x, w = roots_genlaguerre(60, TH_R["kappa"] - 1.0)
+    w = w / gamma_fn(TH_R["kappa"])
+    h = TH_R["C"] * x
     cum = sch.cumulative
     y = np.full(h.size, lr[0])
     ref = [float(w @ y) - lr[0]]
@@ -327,3 +332,29 @@ def test_ode_relax_predicts_a_long_cosine_decay_from_its_first_part() -> None:
         res = fit(prefix, model, schedule=sch, bootstrap=0)
         errors.append(abs(model.curve(res.theta(), full, steps[-1:])[0] / clean[-1] - 1.0))
     assert max(errors) < 0.015 and float(np.median(errors)) < 0.0075, errors
+
+
+@pytest.mark.parametrize("kind", ["wsd", "cosine"])
+def test_ode_relax_cut_inside_a_long_decay_does_not_run_to_its_floor(kind: str) -> None:
+    # a loss heading to 0 (a power law in S) that a decay lowers by 20 % at most, cut at
+    # 25 % of the steps inside a decay over 80 % (WSD) or all (cosine) of the run. The form
+    # before (drop bent only at the floor, B up to 1e3 / peak) took the early decay for a drop
+    # of up to 70 times the loss and predicted 4e-6 to 0.21 of the final loss on these draws;
+    # bounded, the prediction stays within a factor 3 (measured: 0.40-0.48).
+    n = 2000
+    if kind == "wsd":
+        sch = Schedule.wsd(0.2, n + 1, decay_start=400, warmup=20)
+    else:
+        sch = Schedule.cosine(0.2, n + 1, warmup=20)
+    steps = np.arange(5, n + 1, 2)
+    clean = 2.0 * (1 + sch.cumulative[steps] / 2.0) ** -0.8 * (1 - (0.2 - sch.lr[steps]))
+    model = get_model("ode_relax")
+    for seed in range(3):
+        y = clean * np.exp(np.random.default_rng(seed).normal(0.0, 0.05, steps.size))
+        meta = RunMeta(loss="ce", classes=10)
+        traj = Trajectory.from_arrays(y, step=steps, lr=sch.lr[steps], meta=meta)
+        res = fit(traj.prefix(0.25), model, schedule=sch, bootstrap=0)
+        pred = float(model.curve(res.theta(), res.runs[0], steps[-1:])[0])
+        assert 1 / 3 < pred / clean[-1] < 3, (seed, pred, clean[-1])
+        # a full decay drops the loss by at most half the lowest loss of the fitted steps
+        assert res.theta()["B"] * 0.2 <= 0.5 * traj.prefix(0.25).loss.min() * 1.2

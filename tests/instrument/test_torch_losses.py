@@ -244,7 +244,10 @@ def test_a_custom_per_sample_callable(gen):
     crit(z, y)
     ref = InstrumentedLoss("ce")
     ref(z, y)
-    assert crit.last == ref.last
+    # the built-in CE's common case sums in fewer ops (_ce_hard): equal to rounding
+    for field in ("loss", "loss_std", "residual_sq", "alpha_eff"):
+        assert getattr(crit.last, field) == pytest.approx(getattr(ref.last, field), rel=1e-6)
+    assert crit.last.batch_size == ref.last.batch_size
 
 
 @pytest.mark.parametrize(

@@ -58,13 +58,15 @@ from ..trajectory import (
 )
 from .distributed import global_rank
 from .gradients import GradStats
-from .losses import BatchStats
+from .losses import BatchStats, _LazyStats
 
 __all__ = ["COLUMNS", "FILENAME", "NonFiniteLossError", "Recorder"]
 
 FILENAME = "trajectory.csv"
 COLUMNS = ALL_COLUMNS  # step, t, loss, then the optional columns in file order
 _NAN = math.nan
+_STAT_NAMES = ("loss_std", "residual_sq", "alpha_eff")
+_OPTIONAL = COLUMNS[3:]
 
 
 class NonFiniteLossError(LossrateError, FloatingPointError):
@@ -135,6 +137,7 @@ class Recorder:
         self.meta = meta or RunMeta()
         self._fd: int | None = None
         self._rows: list[tuple[float, ...]] = []
+        self._lazy: list[tuple[int, _LazyStats]] = []  # rows whose statistics are deferred
         self._last_step: int | None = None
         self._t_next = 0.0  # t of the next step: the sum of the lrs logged so far
         self._tick = time.perf_counter()
@@ -265,10 +268,19 @@ class Recorder:
         lr = _number("lr", lr)
         if not (lr >= 0 and math.isfinite(lr)):
             raise InvalidArgumentError(f"lr must be finite and >= 0, got {lr!r}.")
+        lazy = None
         if batch is not None and loss is None and type(batch) is BatchStats:
             loss = batch.loss
             stats: tuple[Any, ...] = (batch.loss_std, batch.batch_size, batch.residual_sq)
             alpha: Any = batch.alpha_eff
+        elif batch is not None and loss is None and type(batch) is _LazyStats:
+            # deferred statistics (InstrumentedLoss): the loss now, the rest when written
+            lazy, loss = batch, batch.loss
+            stats, alpha = (_NAN, batch.batch_size, _NAN), _NAN
+        elif batch is not None and loss is None and isinstance(batch, BatchStats):
+            loss = batch.loss
+            stats = (batch.loss_std, batch.batch_size, batch.residual_sq)
+            alpha = batch.alpha_eff
         elif batch is None and loss is not None:
             loss = _number("loss", loss)
             stats, alpha = (_NAN, _NAN, _NAN), _NAN
@@ -308,8 +320,18 @@ class Recorder:
             energy_j,
             test_loss,
         )
-        row = (step, self._t_next, loss, *map(_optional, COLUMNS[3:], values))
+        row = (
+            step,
+            self._t_next,
+            loss,
+            *[
+                v if type(v) is float and 0.0 <= v < math.inf else _optional(name, v)
+                for name, v in zip(_OPTIONAL, values)
+            ],
+        )
         if self.rank == 0:
+            if lazy is not None:
+                self._lazy.append((len(self._rows), lazy))
             self._rows.append(row)
             if grad is not None and grad.groups > 0:
                 self._noise_rows.append(
@@ -381,6 +403,17 @@ class Recorder:
             self._noise_rows.clear()
         if not self._rows or self._fd is None:
             return
+        if self._lazy:  # deferred statistics: computed now, all queued calls in one pass
+            rows = self._rows
+            for i, lazy in self._lazy:
+                b = lazy.resolved()
+                std, res, alpha = (
+                    _optional(name, v)
+                    for name, v in zip(_STAT_NAMES, (b.loss_std, b.residual_sq, b.alpha_eff))
+                )
+                r = rows[i]
+                rows[i] = (*r[:4], std, r[5], res, *r[7:9], alpha, *r[10:])
+            self._lazy.clear()
         data = "".join([csv_row(r[0], r[1:]) + "\n" for r in self._rows]).encode("utf-8")
         while data:
             data = data[os.write(self._fd, data) :]

@@ -213,14 +213,14 @@ class Prior:
                     warnings.warn(
                         f"runs={str(runs)!r} is a sweep folder: left out {len(left_out)} "
                         f"run(s) that did not finish: {'; '.join(left_out)}. Finish them with "
-                        "`lossrate sweep SWEEP --out FOLDER --resume` to use them.",
+                        f"`lossrate sweep SWEEP --out {runs} --resume` to use them.",
                         stacklevel=2,
                     )
                 if not finished:
                     raise DataError(
                         f"runs={str(runs)!r} is a sweep folder with no finished run (none has "
                         f"the {SWEEP_DONE} marker); finish the sweep (`lossrate sweep SWEEP "
-                        "--out FOLDER --resume`) or pass other runs."
+                        f"--out {runs} --resume`) or pass other runs."
                     )
                 read = {path.parent.name: _read_run(path) for path in finished}
                 return cls.from_runs(

@@ -73,6 +73,7 @@ def main() -> None:
     x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
     plain_loss = nn.CrossEntropyLoss()
     crit = InstrumentedLoss("ce")
+    dropped = InstrumentedLoss("ce")  # the wrapper's call alone: its queue is emptied unread
     light = InstrumentedLoss("ce", every=args.every)
     run_dir = Path(tempfile.mkdtemp(prefix="lossrate-bench-"))
     rec = Recorder(run_dir, meta=RunMeta(loss="ce", classes=10, optimizer=args.optimizer))
@@ -83,6 +84,14 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+    def wrapper(keep: bool) -> None:
+        loss = (crit if keep else dropped)(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if not keep:
+            dropped._latest.queue.clear()
 
     def recorded(grads: bool) -> None:
         nonlocal step
@@ -107,54 +116,129 @@ def main() -> None:
 
     all_groups = {True: GradientGroups(model), False: GradientGroups(model, second_order=False)}
 
-    def accumulated(debiased: bool, parts: int, grads: bool = False, second: bool = True) -> None:
+    def accumulated(
+        parts: int, record: bool = False, grads: bool = False, groups: bool = False, second=True
+    ) -> None:
         nonlocal step
         opt.zero_grad()
         stats = []
-        groups = all_groups[second]
-        record = debiased or grads or parts == 2
+        marks = all_groups[second] if groups else None
         for part, w in GradientGroups.split(128, parts):
             if record:
                 (crit(model(x[part]), y[part]) * w).backward()
-                if debiased or parts == 2:
-                    groups.mark(part.stop - part.start)
+                if marks is not None:
+                    marks.mark(part.stop - part.start)
                 stats.append(crit.last)
             else:
                 (plain_loss(model(x[part]), y[part]) * w).backward()
+        gs = gradient_metrics(model, opt, groups=marks) if grads else None
+        opt.step()
         if record:
-            gs = gradient_metrics(model, opt, groups=groups if debiased or parts == 2 else None)
-            opt.step()
             rec.log(step=step, lr=1e-3, batch=BatchStats.combine(stats), grad=gs)
             step += 1
-        else:
-            opt.step()
 
+    k = args.every
     variants = {
         "plain": plain,
+        "wrapper, stats dropped": lambda: wrapper(False),
+        "wrapper": lambda: wrapper(True),
         "recorded": lambda: recorded(False),
         "+grads": lambda: recorded(True),
-        f"recorded every={args.every}": lambda: lighter(False),
-        f"+grads every={args.every}": lambda: lighter(True),
-        "acc4": lambda: accumulated(False, 4),
-        "acc4 +grads": lambda: accumulated(False, 4, grads=True),
-        "+debiased acc4": lambda: accumulated(True, 4),
-        "+debiased acc4 -2nd": lambda: accumulated(True, 4, second=False),
-        "+two-half": lambda: accumulated(True, 2),
+        f"recorded every={k}": lambda: lighter(False),
+        f"+grads every={k}": lambda: lighter(True),
+        "acc4": lambda: accumulated(4),
+        "acc4 recorded": lambda: accumulated(4, record=True),
+        "acc4 +grads": lambda: accumulated(4, record=True, grads=True),
+        "+debiased acc4 -2nd": lambda: accumulated(4, True, True, True, second=False),
+        "+debiased acc4": lambda: accumulated(4, True, True, True),
+        "two halves": lambda: accumulated(2),
+        "+two-half": lambda: accumulated(2, True, True, True),
     }
-    base_of = {
-        "acc4 +grads": ("acc4",),
-        "+debiased acc4": ("acc4", "acc4 +grads"),
-        "+debiased acc4 -2nd": ("acc4", "acc4 +grads"),
-    }
-    _time(variants, base_of, args, f"MLP 784-256-10, batch 128, {args.optimizer}")
+    chains = [
+        (
+            "loss statistics and gradient metrics, batch 128",
+            ["plain", "wrapper, stats dropped", "wrapper", "recorded", "+grads"],
+            {
+                "wrapper, stats dropped": "the wrapper's call (fused loss, queueing the logits)",
+                "wrapper": "the statistics (deferred: one pass per 64 calls)",
+                "recorded": "Recorder.log (its row; every 50 rows the pass, CSV, fsync)",
+                "+grads": "gradient_metrics",
+            },
+        ),
+        ("lighter mode", ["plain", f"recorded every={k}", f"+grads every={k}"], {}),
+        (
+            "gradient accumulation, 4 micro-batches of 32",
+            ["acc4", "acc4 recorded", "acc4 +grads", "+debiased acc4 -2nd", "+debiased acc4"],
+            {
+                "acc4 recorded": "4 wrapper calls, BatchStats.combine, Recorder.log",
+                "acc4 +grads": "gradient_metrics",
+                "+debiased acc4 -2nd": "4 groups.mark + the group sums (the debiasing)",
+                "+debiased acc4": "update_dot (second_order=True)",
+            },
+        ),
+        (
+            "two-half-batch mode, batch 128",
+            ["plain", "two halves", "+two-half"],
+            {
+                "two halves": "two backward passes of 64 instead of one of 128",
+                "+two-half": "recorded + grads + 2 marks, group sums, update_dot",
+            },
+        ),
+    ]
+    alone = _alone(model, x, y, plain_loss, args)
+    _time(variants, chains, args, f"MLP 784-256-10, batch 128, {args.optimizer}", alone)
     rec.close()
     for path in run_dir.iterdir():
         path.unlink()
     run_dir.rmdir()
 
 
-def _time(variants: dict, base_of: dict, args: argparse.Namespace, title: str) -> None:
-    """Time the variants in interleaved blocks and print the table."""
+def _alone(model, x, y, plain_loss, args) -> dict[str, float]:
+    """Per-call CPU time of pieces of the recorded step timed alone, in a tight loop (warm
+    caches), to set beside what they cost inside the step."""
+    z = model(x)
+    crit = InstrumentedLoss("ce")
+    run_dir = Path(tempfile.mkdtemp(prefix="lossrate-bench-alone-"))
+    rec = Recorder(run_dir, meta=RunMeta(loss="ce", classes=10))
+    step = 0
+
+    def logged() -> None:
+        nonlocal step
+        rec.log(step=step, lr=1e-3, batch=crit.last)
+        step += 1
+
+    pieces = {
+        "nn.CrossEntropyLoss": lambda: plain_loss(z, y),
+        "wrapper call": lambda: crit(z, y),
+        "wrapper call + Recorder.log": lambda: (crit(z, y), logged()),
+    }
+    out = {}
+    for name, f in pieces.items():
+        for _ in range(200):
+            f()
+        times = []
+        for _ in range(20):
+            c0 = time.thread_time()
+            for _ in range(200):
+                f()
+            times.append((time.thread_time() - c0) / 200)
+        out[name] = statistics.median(times)
+    rec.close()
+    for path in run_dir.iterdir():
+        path.unlink()
+    run_dir.rmdir()
+    return out
+
+
+def _time(
+    variants: dict, chains: list, args: argparse.Namespace, title: str, alone: dict | None = None
+) -> None:
+    """Time the variants in interleaved blocks and print the table and the breakdowns.
+
+    Each chain is (title, variants in order, {variant: what it adds}): every variant is the
+    previous one plus one component, so the components (differences of consecutive median
+    CPU step times, measured in the same interleaved run) sum exactly to the last variant's
+    excess over the first."""
     clocks = {"wall": time.perf_counter, "cpu": time.thread_time}
     steps = {(c, k): [] for c in clocks for k in variants}  # single-step times
     blocks = {(c, k): [] for c in clocks for k in variants}  # mean step time of each block
@@ -174,32 +258,53 @@ def _time(variants: dict, base_of: dict, args: argparse.Namespace, title: str) -
             for c, clock in clocks.items():
                 blocks[c, name].append((clock() - start[c]) / args.block)
 
+    med = {key: statistics.median(v) for key, v in steps.items()}
+    bmed = {key: statistics.median(v) for key, v in blocks.items()}
     print(
         f"{title}, {args.threads} thread(s), "
         f"{args.rounds} rounds x {args.block} steps per variant (interleaved)"
     )
     print(
-        "wall: elapsed time (includes fsync waits and time the CPU was taken by other "
-        "processes); cpu: this thread's CPU time (robust on a busy machine, excludes fsync)"
+        "cpu: this thread's CPU time, median single step (robust on a busy machine); "
+        "block: median over blocks of the mean step (adds the amortised work of every 50th "
+        "step; cpu clock); wall: elapsed time, median step (adds fsync waits and time taken "
+        "by other processes)"
     )
-    print(
-        f"{'clock':<6}{'variant':<21} {'median step':>12} {'ratio':>7} {'median block mean':>18} "
-        f"{'ratio':>7}  to"
-    )
-    first = next(iter(variants))
-    for c in clocks:
-        for name in variants:
-            for base in base_of.get(name, (first,)):
-                base_step = statistics.median(steps[c, base])
-                base_block = statistics.median(blocks[c, base])
-                st, bl = statistics.median(steps[c, name]), statistics.median(blocks[c, name])
-                print(
-                    f"{c:<6}{name:<21} {st * 1e3:>9.3f} ms {st / base_step:>7.3f} "
-                    f"{bl * 1e3:>15.3f} ms {bl / base_block:>7.3f}  {base}"
+    for chain_title, chain, adds in chains:
+        base = chain[0]
+        print(f"\n{chain_title} (ratios to {base})")
+        print(
+            f"  {'variant':<24}{'cpu step':>11}{'ratio':>8}{'block':>8}{'wall':>8}   "
+            f"{'component it adds':<52}{'us':>7}{'% of ' + base:>12}"
+        )
+        prev = None
+        for name in chain:
+            st = med["cpu", name]
+            ratio = st / med["cpu", base]
+            block = bmed["cpu", name] / bmed["cpu", base]
+            wall = med["wall", name] / med["wall", base]
+            extra = ""
+            if prev is not None:
+                d = st - med["cpu", prev]
+                extra = (
+                    f"{adds.get(name, 'the rest'):<52}{d * 1e6:>7.1f}{d / med['cpu', base]:>12.1%}"
                 )
+            print(
+                f"  {name:<24}{st * 1e3:>8.3f} ms{ratio:>8.3f}{block:>8.3f}{wall:>8.3f}   {extra}"
+            )
+            prev = name if adds else prev
+        if adds:
+            total = med["cpu", chain[-1]] - med["cpu", base]
+            print(
+                f"  {'':<61}{'sum (the excess)':<52}{total * 1e6:>7.1f}{total / med['cpu', base]:>12.1%}"
+            )
+    if alone:
+        print("\ntimed alone in a tight loop (warm caches), cpu per call:")
+        for name, t in alone.items():
+            print(f"  {name:<30}{t * 1e6:>8.1f} us")
     print(
-        "targets: recorded <= 1.03, +grads <= 1.10, +debiased acc4 and ddp +debiased <= 1.10 "
-        "(to acc4 / ddp); the every=k rows are the lighter mode of the first two"
+        "\ntargets: recorded <= 1.03, +grads <= 1.10 (to plain); +debiased acc4 and ddp "
+        "+debiased <= 1.10 (to acc4 / ddp); +two-half reported as it is"
     )
 
 
@@ -249,19 +354,26 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
         step += 1
 
     variants = {name: (lambda name=name: train(name)) for name in nets}
-    base_of = {
-        "ddp +grads": ("ddp",),
-        "ddp +debiased": ("ddp", "ddp +grads"),
-        "ddp +debiased -2nd": ("ddp", "ddp +grads"),
-    }
+    chains = [
+        (
+            "DDP, 2 gloo processes, 64 per rank",
+            ["ddp", "ddp +grads", "ddp +debiased -2nd", "ddp +debiased"],
+            {
+                "ddp +grads": "wrapper, Recorder.log, gradient_metrics",
+                "ddp +debiased -2nd": "comm-hook copy, mark, sums + 5-number all-reduce",
+                "ddp +debiased": "update_dot (second_order=True)",
+            },
+        )
+    ]
+    title = "DDP, 2 gloo processes, MLP 784-256-10, batch 64 per rank"
     if rank == 0:
-        _time(variants, base_of, args, "DDP, 2 gloo processes, MLP 784-256-10, batch 64 per rank")
+        _time(variants, chains, args, title)
     else:
         import contextlib
         import io
 
         with contextlib.redirect_stdout(io.StringIO()):
-            _time(variants, base_of, args, "")
+            _time(variants, chains, args, "")
     rec.close()
     dist.barrier()
     dist.destroy_process_group()

@@ -166,6 +166,8 @@ class _Problem:
         pm = self.pmap
         rows, cols, vals = [], [], []
         offset = 0
+        shape = (self.n + self.prior_idx.size, z.size)
+        dense = np.zeros(shape) if shape[0] * shape[1] <= _DENSE_MAX else None
         for r, (theta, run, steps, sd) in enumerate(
             zip(pm.thetas(z), pm.runs, self.steps, self.sd)
         ):
@@ -183,18 +185,23 @@ class _Problem:
                     continue
                 j = rule[1]
                 scale = theta[name] if pm.free[j].log else 1.0
+                if dense is not None:  # a coordinate two parameters share gets both terms
+                    dense[idx, j] += d[:, c] * scale
+                    continue
                 rows.append(idx)
                 cols.append(np.full(idx.size, j))
                 vals.append(d[:, c] * scale)
             offset += steps.size
-        rows.append(offset + np.arange(self.prior_idx.size))
+        prior_rows = offset + np.arange(self.prior_idx.size)
+        if dense is not None:
+            np.add.at(dense, (prior_rows, self.prior_idx), 1.0 / self.prior_sd)
+            return dense
+        rows.append(prior_rows)
         cols.append(self.prior_idx)
         vals.append(1.0 / self.prior_sd)
-        shape = (offset + self.prior_idx.size, z.size)
-        J = sparse.csr_matrix(
+        return sparse.csr_matrix(
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape
         )  # duplicate (row, column) entries add up
-        return J.toarray() if shape[0] * shape[1] <= _DENSE_MAX else J
 
     def effective_k(self) -> int:
         """Coordinates a Jacobian costs evaluations for: the colours of a structured joint

@@ -234,8 +234,8 @@ def gradient_metrics(
             "before optimizer.zero_grad()."
         )
     with torch.no_grad():
-        grad_sq_t = _sq_norm(grads)
-        grad_sq = float(grad_sq_t)
+        sq = dict(zip(map(id, grads), _sq_norms(grads)))  # per gradient, one fused pass
+        grad_sq = math.fsum(sq.values())
         if optimizer is None:
             return _with_groups(GradStats(grad_sq, math.nan), groups, {})
         multiples: dict[float, list[torch.Tensor]] = {}  # P = c I: the gradients, by c
@@ -251,10 +251,12 @@ def gradient_metrics(
                 multiples.setdefault(float(P), []).append(g)
         pgrad = 0.0
         for c, gs in multiples.items():
-            same = len(gs) == len(grads) and all(a is b for a, b in zip(gs, grads))
-            pgrad += c * (grad_sq if same else float(_sq_norm(gs)))
+            missing = [g for g in gs if id(g) not in sq]  # not among model_or_params
+            if missing:
+                sq.update(zip(map(id, missing), _sq_norms(missing)))
+            pgrad += c * math.fsum(sq[id(g)] for g in gs)
         if parts:
-            device = grad_sq_t.device
+            device = parts[0].device
             pgrad += float(torch.stack([t.to(device, torch.float64) for t in parts]).sum())
         return _with_groups(GradStats(grad_sq, pgrad), groups, Ps)
 
@@ -295,11 +297,18 @@ def _with_groups(
 _HALF = (torch.float16, torch.bfloat16)
 
 
-def _sq_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """sum of squares of all entries (float32 or wider, on the first gradient's device)."""
+def _sq_norms(grads: list[torch.Tensor]) -> list[float]:
+    """The squared norm of each gradient (float32 or wider): one fused reduction
+    (``torch._foreach_norm``), one wait for the device, squared in float64 on the host.
+    (``torch.nn.utils.get_total_norm`` groups the tensors by device and dtype in Python
+    first, which cost a third of this function on an MNIST-sized step.)"""
     if any(g.dtype in _HALF for g in grads):
-        grads = [g.float() for g in grads]
-    return torch.nn.utils.get_total_norm(grads, 2.0).square()
+        grads = [g.float() if g.dtype in _HALF else g for g in grads]
+    norms = torch._foreach_norm(grads)
+    device = norms[0].device
+    if any(n.device != device for n in norms):  # a model split over devices
+        norms = [n.to(device) for n in norms]
+    return [x * x for x in torch.stack(norms).tolist()]
 
 
 # ------------------------------------------------------------------------- the rules

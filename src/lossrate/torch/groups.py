@@ -8,11 +8,12 @@ an opt-in split (theory §4.2; the estimators are in :mod:`lossrate.measured`):
   each micro-batch's ``backward()``. ``.grad`` must end as the gradient of the step's mean
   loss (divide each micro-batch loss by the number of micro-batches, or weight it by its
   share of the samples), so the increment of ``.grad`` at mark k is w_k G_k, with
-  w_k = b_k / sum b. No extra backward pass; one copy of the gradient is kept, plus a buffer
-  of squared increments only for a per-entry P (Adam, RMSprop, Adagrad; a second one when
-  the micro-batch sizes differ). A mark is three fused passes over the gradient and no wait
-  for the device; ``update_dot`` (``second_order=True``) adds a copy of the parameters and
-  about three passes per step.
+  w_k = b_k / sum b. No extra backward pass and no copy of the gradient: a hook on each
+  parameter keeps a reference to the gradient autograd adds to ``.grad`` (the increment
+  itself), so a mark is one fused norm over the increments and ``.grad`` and no wait for the
+  device, plus a buffer of squared increments only for a per-entry P (Adam, RMSprop,
+  Adagrad; a second one when the micro-batch sizes differ). ``update_dot``
+  (``second_order=True``) adds a copy of the parameters and about three passes per step.
 * **two-half-batch mode** (opt-in) — the same class on a step split into parts
   (``groups.split(n)`` gives the slices and loss weights): two backward passes on halves
   instead of one on the batch; :mod:`benchmarks.recorder_overhead` reports what it costs.
@@ -29,17 +30,21 @@ usual unbiased covariance). Leave it None for draws with replacement or when N >
 
 Pass the object to ``gradient_metrics(model, optimizer, groups=groups)``, which reads and
 then resets it (the next step starts afresh; call ``groups.reset()`` if a step is skipped).
-The groups must add up to ``.grad``, which is checked (by version counters, free). A
+The groups must add up to ``.grad``, which is checked (by version counters, free: between
+two marks ``.grad`` may change only by backward's accumulation, one backward per mark). A
 *uniform* rescale of ``.grad`` after the last mark — ``GradScaler.unscale_``, clipping by the
 global norm (Hugging Face's Trainer clips before its callbacks see the step) — is carried over
-to the estimates (checked against the kept copy, once), so every column is in the units of
-``.grad`` when read; any other change (clipping by value, per-parameter edits) is refused.
+to the estimates (every parameter's norm must have changed by the same factor), so every
+column is in the units of ``.grad`` when read; any other change (clipping by value,
+per-parameter edits) is refused.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -141,11 +146,22 @@ def _norm_rows(norms: list[list[torch.Tensor]]) -> list[list[float]]:
     return [vals[i : i + width] for i in range(0, len(vals), width)]
 
 
+def _keep_increment(ref: Any, i: int, grad: torch.Tensor) -> None:
+    """Parameter hook of a :class:`GradientGroups`: keep the gradient this backward adds
+    to ``.grad`` (a reference; autograd does not modify it) once the step's first mark is
+    taken."""
+    groups = ref()
+    if groups is not None and groups._tracking:
+        if groups._incoming[i] is not None:
+            groups._twice = True
+        groups._incoming[i] = grad
+
+
 class GradientGroups:
     """Micro-batch (or half-batch) gradients of one optimizer step (see the module).
 
-    ``mark()`` costs a few fused passes over the gradient (``torch._foreach`` ops: the
-    increment, its per-parameter squared norms, the copy) and never waits for the device; the
+    ``mark()`` costs one fused norm over the increments (kept by parameter hooks, no copy)
+    and ``.grad`` (``torch._foreach_norm``) and never waits for the device; the
     per-entry buffer of squared increments, needed only for a per-entry preconditioner
     (Adam, RMSprop, Adagrad), is kept while the optimizer read by ``gradient_metrics`` has one
     (SGD's P = c I needs per-parameter norms only). The sums are read once per step.
@@ -172,13 +188,31 @@ class GradientGroups:
         self.update_dot = math.nan  # of the last step read (see _UpdateDot)
         self._entries = True  # keep the per-entry buffer (until a read shows P is scalar)
         self._active: list[torch.Tensor] = []  # parameters with a gradient, this step
-        self._prev: list[torch.Tensor] = []  # .grad at the last mark (buffers kept across steps)
         self._sq: list[torch.Tensor] = []  # sum_k (w_k G_k)^2, per entry
         self.second_order = bool(second_order)
+        # the increment w_k G_k of each parameter, as autograd hands it to .grad (a hook per
+        # parameter keeps a reference; nothing is copied); tracked after a step's first mark
+        self._index = {id(p): i for i, p in enumerate(self.params)}
+        self._incoming: list[torch.Tensor | None] = [None] * len(self.params)
+        self._twice = False  # a parameter got two increments between marks
+        self._tracking = False
+        ref = weakref.ref(self)
+        self._handles = [
+            p.register_hook(functools.partial(_keep_increment, ref, i))
+            for i, p in enumerate(self.params)
+        ]
         self.reset()
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_handles", ()):
+            handle.remove()
 
     def reset(self) -> None:
         """Forget the marks of the current step."""
+        self._tracking = False
+        self._incoming = [None] * len(self.params)
+        self._twice = False
+        self._grad_norms: list[torch.Tensor] = []  # ||.grad|| per parameter at the last mark
         self._seen: list[tuple[torch.Tensor, int]] = []
         self._sq_b: list[torch.Tensor] | None = None  # sum_k (w_k G_k)^2 / b_k, per entry
         self._sizes: list[int] = []
@@ -221,7 +255,12 @@ class GradientGroups:
 
     @torch.no_grad()
     def mark(self, batch_size: int) -> None:
-        """Record the group whose ``backward()`` just ran, of ``batch_size`` samples."""
+        """Record the group whose ``backward()`` just ran, of ``batch_size`` samples.
+
+        The step's first mark takes ``.grad`` as the first group's increment; later marks
+        take the increments autograd added to ``.grad`` since the previous mark (kept by the
+        hooks, no copy), so a mark is one fused norm over the increments and ``.grad``
+        (plus, for a per-entry preconditioner, one fused multiply-add)."""
         b = _check_size(batch_size)
         active, grads = self._grads()
         entries = self._step_entries
@@ -230,17 +269,20 @@ class GradientGroups:
                 p is not q for p, q in zip(active, self._active)
             ):
                 self._active = active
-                self._prev = [torch.empty_like(g) for g in grads]
                 self._sq = [torch.empty_like(g) for g in grads] if entries else []
             if entries and len(self._sq) != len(grads):
                 self._sq = [torch.empty_like(g) for g in grads]
-            torch._foreach_copy_(self._prev, grads)
             if entries:
                 torch._foreach_copy_(self._sq, grads)
                 torch._foreach_mul_(self._sq, grads)
-            self._norms.append(torch._foreach_norm(grads))  # no wait for the device
+            norms = torch._foreach_norm(grads)  # no wait for the device
+            self._norms.append(norms)
+            self._grad_norms = norms
             self._sizes.append(b)
             self._seen = [(p.grad, p.grad._version) for p in active]
+            self._incoming = [None] * len(self.params)
+            self._twice = False
+            self._tracking = True
             return
         if len(active) != len(self._active):
             raise InvalidArgumentError(
@@ -249,19 +291,46 @@ class GradientGroups:
                 "trained parameter has taken part in a backward(), or use a separate "
                 "GradientGroups for it."
             )
-        # the increment -(w_k G_k), formed in the copy of the last mark (no allocation)
-        delta = self._prev
-        torch._foreach_sub_(delta, grads)
-        self._norms.append(torch._foreach_norm(delta))
-        if entries:
+        if self._twice:
+            raise InvalidArgumentError(
+                "two backward() passes ran since the last groups.mark; call "
+                "groups.mark(batch_size) after every micro-batch's backward()."
+            )
+        incoming, index = self._incoming, self._index
+        incs = [incoming[index[id(p)]] for p in active]
+        for (g0, v0), g, inc in zip(self._seen, (p.grad for p in active), incs):
+            # .grad must have changed by this backward's accumulation only (in place: one
+            # version step), so that the increments add up to it
+            if g is not g0 or g._version != v0 + (inc is not None):
+                raise InvalidArgumentError(
+                    ".grad changed between two groups.mark calls other than by backward() "
+                    "(clipping or scaling per micro-batch, zero_grad, create_graph=True); "
+                    "change it only after the last mark of the step."
+                )
+        present = [x for x in incs if x is not None]
+        if any(x.dtype in _HALF for x in present):
+            present = [x.float() if x.dtype in _HALF else x for x in present]
+        both = torch._foreach_norm(present + grads)  # one fused pass
+        norms, self._grad_norms = both[: len(present)], both[len(present) :]
+        if len(present) != len(incs):  # parameters this micro-batch did not reach
+            zero = torch.zeros((), dtype=norms[0].dtype if norms else grads[0].dtype)
+            it = iter(norms)
+            norms = [zero.to(g.device) if x is None else next(it) for x, g in zip(incs, grads)]
+        self._norms.append(norms)
+        if entries and present:
+            pairs = [(s, x) for s, x in zip(self._sq, incs) if x is not None]
+            sq, xs = [s for s, _ in pairs], [x for _, x in pairs]
+            if xs[0].dtype in _HALF or any(x.dtype in _HALF for x in xs):
+                xs = [x.float() if x.dtype in _HALF else x for x in xs]
             if b != self._sizes[0] and self._sq_b is None:
                 self._sq_b = torch._foreach_div(self._sq, float(self._sizes[0]))
             if self._sq_b is not None:
-                torch._foreach_addcmul_(self._sq_b, delta, delta, value=1.0 / b)
-            torch._foreach_addcmul_(self._sq, delta, delta)
-        torch._foreach_copy_(self._prev, grads)
+                sq_b = [s for s, x in zip(self._sq_b, incs) if x is not None]
+                torch._foreach_addcmul_(sq_b, xs, xs, value=1.0 / b)
+            torch._foreach_addcmul_(sq, xs, xs)
         self._sizes.append(b)
         self._seen = [(g, g._version) for g in (p.grad for p in active)]
+        self._incoming = [None] * len(self.params)
 
     def _sums(self, grad_sq: float, P: dict[torch.Tensor, torch.Tensor | float]) -> Sums:
         """The step's sums (see ``Sums``); resets the object."""
@@ -308,7 +377,9 @@ class GradientGroups:
     @torch.no_grad()
     def _rescaled(self) -> float:
         """c^2 when ``.grad`` is now c times what the last mark saw, else an error (NaN for a
-        non-finite ``.grad``, as GradScaler's skipped steps have)."""
+        non-finite ``.grad``, as GradScaler's skipped steps have). Checked parameter by
+        parameter: each one's squared norm must have changed by the same factor c^2 (clipping
+        by value or per-parameter edits change them by different factors)."""
         active, grads = self._grads()
         changed = InvalidArgumentError(
             ".grad changed after the last groups.mark other than by a uniform rescale "
@@ -319,20 +390,21 @@ class GradientGroups:
             p is not q for p, q in zip(active, self._active)
         ):
             raise changed
-        now = float(_sq_norms(grads).sum())
-        if not math.isfinite(now):
+        now = _sq_norms(grads).tolist()
+        if not all(math.isfinite(x) for x in now):
             return math.nan
-        before = float(_sq_norms(self._prev).sum())
-        if before == 0.0:
-            if now == 0.0:
+        before = [x * x for x in _norm_rows([list(self._grad_norms)])[0]]
+        total_before, total_now = math.fsum(before), math.fsum(now)
+        if total_before == 0.0:
+            if total_now == 0.0:
                 return 1.0
             raise changed
-        c = math.sqrt(now / before)
-        resid = torch._foreach_mul(self._prev, c)
-        torch._foreach_sub_(resid, grads)
-        if float(_sq_norms(resid).sum()) > 1e-8 * now:
-            raise changed
-        return c * c
+        c2 = total_now / total_before
+        tol = 1e-5 if grads[0].dtype == torch.float32 else 1e-9
+        for a, b in zip(before, now):
+            if abs(b - c2 * a) > tol * c2 * max(a, 1e-30 * total_before):
+                raise changed
+        return c2
 
     @torch.no_grad()
     def _p_sums(

@@ -321,16 +321,24 @@ class _Base(CurveModel):
 
     # -------------------------------------------------------- gradient flow
     def _gradient_flow(
-        self, theta: Mapping[str, float], run: RunData, steps: np.ndarray
+        self,
+        theta: Mapping[str, float],
+        run: RunData,
+        steps: np.ndarray,
+        *,
+        times: np.ndarray | None = None,
+        closure: Any = None,
     ) -> np.ndarray:
-        """L = G^{-1}(G(L0) - [P(S) - P(S_a)]) at ``steps`` (module docstring)."""
-        clo = self._closure(theta, run)
-        S = intrinsic_time(run, steps)
-        Sa = intrinsic_time(run, run.traj.step[:1])
-        P = power_law_Phi(
-            _rho0(theta, self.S_ref), theta["S0"], theta["beta"], np.concatenate([Sa, np.ravel(S)])
-        )
-        dP = np.reshape(P[1:] - P[0], np.shape(S))
+        """L = G^{-1}(G(L0) - [P(S) - P(S_a)]) at ``steps`` (module docstring). ``times``
+        (S_a followed by S at ``steps``) and ``closure`` (for ``theta``'s floor and order)
+        may be passed in when known: the same numbers, computed once for many thetas."""
+        clo = self._closure(theta, run) if closure is None else closure
+        S_shape = np.shape(steps)
+        if times is None:
+            S = intrinsic_time(run, steps)
+            times = np.concatenate([intrinsic_time(run, run.traj.step[:1]), np.ravel(S)])
+        P = power_law_Phi(_rho0(theta, self.S_ref), theta["S0"], theta["beta"], times)
+        dP = np.reshape(P[1:] - P[0], S_shape)
         return np.asarray(clo.G_inv(clo.G(np.asarray(theta["L0"])) - dP), dtype=float)
 
     def _rho_for(
@@ -595,7 +603,9 @@ class ODERelax(_Base, JacobianModel):
         )
         B = float(theta["B"])
         L_inf = float(theta["L_inf"])
-        gf = self._gradient_flow(theta, run, n)
+        times = np.concatenate([intrinsic_time(run, run.traj.step[:1]), intrinsic_time(run, n)])
+        clo = self._closure(theta, run)
+        gf = self._gradient_flow(theta, run, n, times=times, closure=clo)
         x = np.maximum(gf - L_inf, 1e-300)  # the gradient flow stays above its floor
         with np.errstate(over="ignore"):
             u = np.minimum(B * D / x, 1e300)  # the drop against the excess
@@ -607,7 +617,11 @@ class ODERelax(_Base, JacobianModel):
         cols = []
         for name in self._common_names(run):  # hot path: no bounds computed from the data
             step = _FD_REL * max(abs(float(theta[name])), 1e-3)
-            dgf = (self._gradient_flow({**theta, name: theta[name] + step}, run, n) - gf) / step
+            moved = {**theta, name: theta[name] + step}
+            same = name not in ("L_inf", "k")  # the closure depends on these two only
+            dgf = (
+                self._gradient_flow(moved, run, n, times=times, closure=clo if same else None) - gf
+            ) / step
             cols.append(dx * dgf + ((1.0 - dx) if name == "L_inf" else 0.0))
         return pred, np.column_stack([*cols, dh * D, (dh * B)[:, None] * dD])
 

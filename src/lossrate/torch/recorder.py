@@ -325,7 +325,11 @@ class Recorder:
             self._t_next,
             loss,
             *[
-                v if type(v) is float and 0.0 <= v < math.inf else _optional(name, v)
+                _NAN
+                if v is None
+                else v
+                if type(v) is float and (0.0 <= v < math.inf or v != v)
+                else _optional(name, v)
                 for name, v in zip(_OPTIONAL, values)
             ],
         )

@@ -249,9 +249,13 @@ def test_prior_from_a_sweep_folder_leaves_out_unfinished_runs(
     assert prior.source_names == (a, b, c)
     alone = {n: read_log(out / n / "trajectory.csv") for n in (a, b, c)}
     assert prior.to_dict() == Prior.from_runs(alone, "power_steps").to_dict()
+    # Prior.from_path too, leaving out the run being fitted
+    own = out / a / "trajectory.csv"  # the fitted run is never in its own prior
+    with pytest.warns(UserWarning, match="path=.* left out 3 run"):
+        by_path = Prior.from_path(out, "power_steps", exclude=[own])
+    assert by_path.source_names == (b, c)
 
     saved = tmp_path / "prior.json"
-    own = out / a / "trajectory.csv"  # the fitted run is never in its own prior
     code = main(
         ["fit", str(own), "--until", "0.5", "--prior", str(out), "--model", "power_steps",
          "--save-prior", str(saved), "-q"]

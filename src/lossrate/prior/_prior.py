@@ -206,23 +206,8 @@ class Prior:
                     f"runs={str(runs)!r} is not a folder; pass a folder of trajectory files "
                     "or fit JSONs, or a list of trajectories."
                 )
-            sweep = sweep_runs(Path(runs))
-            if sweep is not None:  # a sweep's folder: its finished runs, never partial ones
-                finished, left_out = sweep
-                if left_out:
-                    warnings.warn(
-                        f"runs={str(runs)!r} is a sweep folder: left out {len(left_out)} "
-                        f"run(s) that did not finish: {'; '.join(left_out)}. Finish them with "
-                        f"`lossrate sweep SWEEP --out {runs} --resume` to use them.",
-                        stacklevel=2,
-                    )
-                if not finished:
-                    raise DataError(
-                        f"runs={str(runs)!r} is a sweep folder with no finished run (none has "
-                        f"the {SWEEP_DONE} marker); finish the sweep (`lossrate sweep SWEEP "
-                        f"--out {runs} --resume`) or pass other runs."
-                    )
-                read = {path.parent.name: _read_run(path) for path in finished}
+            read = _finished_sweep_runs(Path(runs), "runs", set(), stacklevel=3)
+            if read is not None:  # a sweep's folder: its finished runs, never partial ones
                 return cls.from_runs(
                     read,
                     model,
@@ -351,6 +336,10 @@ class Prior:
                 "or a folder of earlier runs' trajectories."
             )
         skip = {Path(e).resolve() for e in exclude}
+        if p.is_dir():
+            sweep = _finished_sweep_runs(p, "path", skip, stacklevel=3)
+            if sweep is not None:  # a sweep's folder: its finished runs, never partial ones
+                return cls.from_runs(sweep, model, **options)
         if p.is_file() and p.suffix.lower() in _LOG_SUFFIXES:
             if p.resolve() in skip:
                 raise InvalidArgumentError(
@@ -413,6 +402,33 @@ def _read_run(path: Path) -> Trajectory:
 #: lossrate.experiments.sweep_exec.DONE_NAME and SUMMARY_NAME; that module needs torch)
 SWEEP_DONE = "sweep_done"
 SWEEP_SUMMARY = "sweep.json"
+
+
+def _finished_sweep_runs(
+    folder: Path, arg: str, skip: set[Path], *, stacklevel: int
+) -> dict[str, Trajectory] | None:
+    """The finished runs of a sweep's ``folder`` (:func:`sweep_runs`) read, leaving out
+    ``skip``, with a warning naming each run left out; None when ``folder`` is not a sweep's.
+    ``arg`` is the argument that named the folder (for the messages)."""
+    sweep = sweep_runs(folder)
+    if sweep is None:
+        return None
+    finished, left_out = sweep
+    if left_out:
+        warnings.warn(
+            f"{arg}={str(folder)!r} is a sweep folder: left out {len(left_out)} "
+            f"run(s) that did not finish: {'; '.join(left_out)}. Finish them with "
+            f"`lossrate sweep SWEEP --out {folder} --resume` to use them.",
+            stacklevel=stacklevel,
+        )
+    finished = [f for f in finished if f.resolve() not in skip]
+    if not finished:
+        raise DataError(
+            f"{arg}={str(folder)!r} is a sweep folder with no finished run (none has "
+            f"the {SWEEP_DONE} marker) besides the run being fitted; finish the sweep "
+            f"(`lossrate sweep SWEEP --out {folder} --resume`) or pass other runs."
+        )
+    return {path.parent.name: _read_run(path) for path in finished}
 
 
 def sweep_runs(folder: Path) -> tuple[list[Path], list[str]] | None:

@@ -6,6 +6,7 @@ misuse between marks is refused."""
 from __future__ import annotations
 
 import gc
+import math
 
 import pytest
 import torch
@@ -110,3 +111,30 @@ def test_hooks_go_with_the_object():
     del groups
     gc.collect()
     assert all(not p._backward_hooks for p in model.parameters())
+
+
+def test_an_occasional_rescale_after_plain_steps_is_recorded_as_not_measured():
+    """After a step read with .grad unchanged, .grad's norms are no longer taken at the
+    marks: a rescale then makes that step's debiased columns NaN (never a wrong number) and
+    turns them back on, so the next rescaled step is carried over exactly."""
+    torch.manual_seed(2)
+    model = nn.Linear(4, 3).double()
+    x, y = torch.randn(16, 4, dtype=torch.float64), torch.randn(16, 3, dtype=torch.float64)
+    groups = GradientGroups(model)
+
+    def clip() -> None:
+        nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+
+    def read(after=None):
+        _step(model, groups, x, y)
+        if after is not None:
+            after()
+        return gradient_metrics(model, None, groups=groups)
+
+    plain = read()
+    assert math.isfinite(plain.grad_sq_debiased)
+    assert math.isnan(read(clip).grad_sq_debiased)  # norms were off: not measured
+    clipped = read(clip)  # back on: carried over
+    c2 = clipped.grad_sq / plain.grad_sq
+    assert clipped.grad_sq_debiased == pytest.approx(c2 * plain.grad_sq_debiased, rel=1e-9)
+    assert clipped.trace_sigma == pytest.approx(c2 * plain.trace_sigma, rel=1e-9)

@@ -36,7 +36,11 @@ two marks ``.grad`` may change only by backward's accumulation, one backward per
 global norm (Hugging Face's Trainer clips before its callbacks see the step) — is carried over
 to the estimates (every parameter's norm must have changed by the same factor), so every
 column is in the units of ``.grad`` when read; any other change (clipping by value,
-per-parameter edits) is refused.
+per-parameter edits) is refused. The check needs the norms of ``.grad`` at the last mark,
+one more pass per mark; after a step whose ``.grad`` was read unchanged they are no longer
+taken, so a rescale after such a step (one that happens only now and then) records that
+step's debiased columns as NaN (not measured) and turns the norms back on; a rescale on
+every step (Hugging Face's clipping, GradScaler) keeps them on.
 """
 
 from __future__ import annotations
@@ -187,6 +191,9 @@ class GradientGroups:
         self._update_dot = _UpdateDot()
         self.update_dot = math.nan  # of the last step read (see _UpdateDot)
         self._entries = True  # keep the per-entry buffer (until a read shows P is scalar)
+        # take ||.grad|| at every mark, for the rescale check (until a read finds .grad
+        # unchanged after the marks; on again after a read that finds it changed)
+        self._track_grad = True
         self._active: list[torch.Tensor] = []  # parameters with a gradient, this step
         self._sq: list[torch.Tensor] = []  # sum_k (w_k G_k)^2, per entry
         self.second_order = bool(second_order)
@@ -218,6 +225,7 @@ class GradientGroups:
         self._sizes: list[int] = []
         self._norms: list[list[torch.Tensor]] = []  # per mark: ||w_k G_k|| per parameter
         self._step_entries = self._entries
+        self._step_track = self._track_grad
 
     @property
     def groups(self) -> int:
@@ -310,8 +318,11 @@ class GradientGroups:
         present = [x for x in incs if x is not None]
         if any(x.dtype in _HALF for x in present):
             present = [x.float() if x.dtype in _HALF else x for x in present]
-        both = torch._foreach_norm(present + grads)  # one fused pass
-        norms, self._grad_norms = both[: len(present)], both[len(present) :]
+        if self._step_track:  # one fused pass over the increments and .grad
+            both = torch._foreach_norm(present + grads)
+            norms, self._grad_norms = both[: len(present)], both[len(present) :]
+        else:
+            norms = torch._foreach_norm(present)
         if len(present) != len(incs):  # parameters this micro-batch did not reach
             zero = torch.zeros((), dtype=norms[0].dtype if norms else grads[0].dtype)
             it = iter(norms)
@@ -348,7 +359,13 @@ class GradientGroups:
             if any(
                 p.grad is not g or g._version != v for p, (g, v) in zip(self._active, self._seen)
             ):
-                scale2 = self._rescaled()
+                if self._step_track:
+                    scale2 = self._rescaled()
+                else:  # .grad's norms were not taken at this step's marks: not measured
+                    scale2 = math.nan
+                self._track_grad = True
+            else:
+                self._track_grad = False
             self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
             sizes = self._sizes
             B = float(sum(sizes))

@@ -87,7 +87,10 @@ def test_the_decay_caveat_is_in_the_text_output(tmp_path, capsys) -> None:
 
 def test_an_unidentified_decay_gain_keeps_the_no_decay_curve_not_a_collapse() -> None:
     """ode_relax fitted on a constant-lr log put all of the loss into its drop term and
-    predicted 1e-10 after a WSD decay (issue 14: 1e-8 where the real run ended at 0.008)."""
+    predicted 1e-10 after a WSD decay (issue 14: 1e-8 where the real run ended at 0.008).
+    Its drop is now bounded (at most 75 % of the excess over the floor), but a gain the
+    fitted steps do not identify is still only a guess: the point keeps the no-decay curve
+    and the guess is the interval's lower edge."""
     traj = synthetic_run()  # constant lr 0.05, 400 steps, loss 2.3 -> 0.04
     f = fit(traj, "ode_relax", bootstrap=0)
     steps = np.arange(0, 1501)
@@ -96,7 +99,7 @@ def test_an_unidentified_decay_gain_keeps_the_no_decay_curve_not_a_collapse() ->
     guess = f.model.curve(
         f.theta(), f.runs[0].with_schedule(Schedule.wsd(0.05, 1501, decay_start=1200)), steps[-1:]
     )
-    assert guess[-1] < 1e-3 * flat.loss[-1]  # the law's own guess: the collapse
+    assert guess[-1] < 0.5 * flat.loss[-1]  # the law's own guess: an unidentified large drop
     np.testing.assert_allclose(decay.loss, flat.loss, rtol=1e-12)  # the point keeps no decay
     assert decay.lower[-1] <= guess[-1] * (1 + 1e-9)  # the guess is the lower edge
     assert decay.upper[-1] == pytest.approx(flat.upper[-1], rel=1e-12)

@@ -408,13 +408,12 @@ class Recorder:
         if not self._rows or self._fd is None:
             return
         if self._lazy:  # deferred statistics: computed now, all queued calls in one pass
-            rows = self._rows
+            rows, inf = self._rows, math.inf
             for i, lazy in self._lazy:
                 b = lazy.resolved()
-                std, res, alpha = (
-                    _optional(name, v)
-                    for name, v in zip(_STAT_NAMES, (b.loss_std, b.residual_sq, b.alpha_eff))
-                )
+                std, res, alpha = b.loss_std, b.residual_sq, b.alpha_eff
+                if not (0.0 <= std < inf and 0.0 <= res < inf and 0.0 <= alpha < inf):
+                    std, res, alpha = map(_optional, _STAT_NAMES, (std, res, alpha))
                 r = rows[i]
                 rows[i] = (*r[:4], std, r[5], res, *r[7:9], alpha, *r[10:])
             self._lazy.clear()

@@ -48,8 +48,10 @@ Lighter mode. ``InstrumentedLoss(..., every=k)`` computes the statistics on the 
 plain torch loss and record a :class:`BatchStats` with the loss and the batch size and NaN
 sigma_L, R and alpha (the Recorder writes them as ``nan``; the fits and the rate figures use
 the rows that have them). The loss column stays complete, so the fitted curve and t are
-unchanged; the per-step cost of the statistics (on CPU ~45 us for a batch of 128 x 10, 7 % of
-an MNIST-MLP step) is divided by k: ``benchmarks/recorder_overhead.py`` reports the rows.
+unchanged; the per-step cost of the eager statistics is divided by k. Since the common CE
+case defers its statistics (below) the lighter mode saves little there (its other calls run
+the eager loss-only path); it still divides the cost of the other cases and of gradient
+metrics taken on the same steps: ``benchmarks/recorder_overhead.py`` reports the rows.
 
 Deferred statistics. In the common case (softmax CE on an (n, C) batch with class-index
 targets, no label smoothing, no ignore_index, no loss_fn, one process) a call only runs

@@ -150,7 +150,22 @@ def _unwrap(optimizer: Any) -> torch.optim.Optimizer:
 
 def _params(model_or_params: Any) -> list[torch.Tensor]:
     if isinstance(model_or_params, nn.Module):
-        return list(model_or_params.parameters())
+        cls = type(model_or_params)
+        if (
+            cls.parameters is not nn.Module.parameters
+            or cls.named_parameters is not nn.Module.named_parameters
+        ):
+            return list(model_or_params.parameters())
+        # module.parameters() without its set of tensors (Tensor.__hash__ is Python code):
+        # the same parameters in the same order, shared ones once, deduplicated by id
+        seen: set[int] = set()
+        out = []
+        for module in model_or_params.modules():
+            for p in module._parameters.values():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
     if isinstance(model_or_params, torch.Tensor):
         return [model_or_params]
     try:
@@ -195,7 +210,8 @@ def _preconditioned(
                     "sparse gradients are not supported by gradient_metrics; densify them or "
                     "pass optimizer=None."
                 )
-            P = rule(group, optimizer.state.get(p, {}), p, g)
+            state = _NO_STATE if rule is _sgd else optimizer.state.get(p, _NO_STATE)
+            P = rule(group, state, p, g)
             yield p, g, P * scale if scale != 1.0 else P
 
 
@@ -295,6 +311,7 @@ def _with_groups(
 
 
 _HALF = (torch.float16, torch.bfloat16)
+_NO_STATE: dict[str, Any] = {}  # read-only: the rules never modify the state
 
 
 def _sq_norms(grads: list[torch.Tensor]) -> list[float]:

@@ -71,7 +71,10 @@ floor, near 0 on small nets: 2e-5 predicted for 0.036 observed (MNIST, WSD over 
 for 0.13 (WordNet), 0.012 for 2.0 (the char-level GPT-2 under a cosine). In the real runs a
 decay lowers the loss by 5-50 % of its level. Measured on the suite's 20 / 25 cut long decays
 (k = 25 / 50 %, median / p90 of |ln(pred/obs)| of the final loss, before -> after): 52 / 536 %
--> 25 / 74 % and 13 / 274 % -> 13 / 47 %. A tighter bound, half the lowest loss, measured
+-> 25 / 74 % and 13 / 274 % -> 13 / 47 % (over all 46 runs 53 / 624 % -> 25 / 93 % and
+16 / 209 % -> 14 / 71 %); on the mpl curves of benchmarks/long_decay.py the p90 moved
+20.8 -> 17.4 % (cosine, k = 10 %), 2.12 -> 2.18 % (k = 25 %) and by at most 0.01 points
+elsewhere. A tighter bound, half the lowest loss, measured
 28 / 55 % and 6 / 46 % there, but it also cut off the regime a joint fit of decayed runs
 uses for a slowly growing drop (B large, kappa near 0: on benchmarks/schedule_optimisation.py's
 Fashion-MNIST runs B * peak = 2.2 with kappa = 0.012), which then landed on an instantaneous

@@ -105,6 +105,11 @@ def test_fit_and_report_put_it_in_the_page_and_fit_json(run_dir: Path, tmp_path,
     page = (out / "report.html").read_text()
     assert line.replace("'", "&#x27;") in page
     assert json.loads((out / "fit.json").read_text())["notes"] == [line]
+    # the report folder is a run folder too: its gradient_noise.csv beside trajectory.csv
+    src = (run_dir / "gradient_noise.csv").read_bytes()
+    assert (out / "gradient_noise.csv").read_bytes() == src
+    assert main(["floor", str(out / "trajectory.csv"), *FAST]) == EXIT_OK
+    assert line in capsys.readouterr().out
 
     # lossrate report on the run folder itself (its gradient_noise.csv is kept in place)
     assert main(["report", str(run_dir), *FAST]) == EXIT_OK

@@ -174,10 +174,22 @@ def _fit_and_report(
             settings=settings,
             write_trajectory=write_trajectory,
             notes=[noise_line] if noise_line else [],
+            copies=_noise_copy(args.log, out) if write_trajectory else None,
         )
         st.advance("report")
     text = a.text() + (f"\n{noise_line}" if noise_line else "") + f"\nreport: {files.html}"
     return Outcome(text, {**a.to_dict(), "gradient_noise": noise, "report": _files(files)})
+
+
+def _noise_copy(log: Path, out: Path) -> dict[str, Path] | None:
+    """The run's gradient_noise.csv, to be copied beside the report's trajectory.csv when the
+    report goes to another folder (the same folder carries it over)."""
+    from ..measured import NOISE_FILENAME, noise_path
+
+    src = noise_path(log)
+    if not src.is_file() or src.resolve() == (out / NOISE_FILENAME).resolve():
+        return None
+    return {NOISE_FILENAME: src}
 
 
 def _cmd_predict(args: argparse.Namespace) -> Outcome:

@@ -20,6 +20,7 @@ The report folder written by :func:`write_report`::
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,6 +219,7 @@ def write_report(
     write_trajectory: bool = True,
     warnings: Sequence[str] = (),
     notes: Sequence[str] = (),
+    copies: Mapping[str, str | Path] | None = None,
 ) -> ReportFiles:
     """Write the report folder (see the module docstring) and return its paths.
 
@@ -243,6 +245,9 @@ def write_report(
         warnings: extra warnings listed on the page.
         notes: extra notes listed on the page (facts, not warnings: e.g. the gradient noise
             scale of a run recorded with gradient groups), and saved in fit.json.
+        copies: files copied into the folder, by the name they get there (the run's
+            ``gradient_noise.csv`` beside its ``trajectory.csv``, so that ``lossrate replay``
+            works on the folder).
     """
     folder = Path(run_dir)
     check_output_folder(folder, flag="run_dir")
@@ -299,6 +304,9 @@ def write_report(
         traj_path = None
         if write_trajectory:
             traj_path = traj.write(tmp / "trajectory.csv")
+            kill_point()
+        for name, src in (copies or {}).items():
+            shutil.copyfile(src, tmp / name)
             kill_point()
         atomic_write(tmp / "fit.json", lambda f: f.write(text + "\n"))
         kill_point()

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from lossrate._model import RunData  # noqa: E402
 from lossrate.baselines._terms import multipower_drop, whole_steps  # noqa: E402
 from lossrate.evaluate import EvalRow, evaluate  # noqa: E402
-from lossrate.fitting.ode_models import _FD_REL, ODERelax  # noqa: E402
+from lossrate.fitting.ode_relax import _FD_REL, ODERelax  # noqa: E402
 from lossrate.readers.mpl import MPL_SIZES, load_mpl  # noqa: E402
 
 PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}

@@ -191,7 +191,7 @@ def test_ode_relax_is_gradient_flow_plus_a_gamma_mixture_of_linear_relaxations()
     x_gf = gf - TH_R["L_inf"]
     # invert L = L_inf + x_gf h(B D / x_gf), h(u) = 1 - q + q sp(1 - u/q) / sp(1),
     # sp(z) = s ln(1 + e^(z/s)), with q the largest share a decay can take
-    from lossrate.fitting.ode_models import _DROP_SHARE as q
+    from lossrate.fitting.ode_relax import _DROP_SHARE as q
 
     s = 0.2
     h = (relax.curve(TH_R, run, steps) - TH_R["L_inf"]) / x_gf

@@ -23,6 +23,7 @@ def register_model(cls: M) -> M:
 def _load() -> Any:
     """Register the ODE models; return the peers' module."""
     importlib.import_module("lossrate.fitting.ode_models")
+    importlib.import_module("lossrate.fitting.ode_relax")
     return importlib.import_module("lossrate.baselines")
 
 

@@ -58,7 +58,7 @@ from ..trajectory import (
 )
 from .distributed import global_rank
 from .gradients import GradStats
-from .losses import BatchStats, _LazyStats
+from ._stats import BatchStats, _LazyStats
 
 __all__ = ["COLUMNS", "FILENAME", "NonFiniteLossError", "Recorder"]
 

@@ -56,9 +56,9 @@ from ..trajectory import (
     csv_header_lines,
     csv_row,
 )
+from ._stats import BatchStats, _LazyStats
 from .distributed import global_rank
 from .gradients import GradStats
-from ._stats import BatchStats, _LazyStats
 
 __all__ = ["COLUMNS", "FILENAME", "NonFiniteLossError", "Recorder"]
 

@@ -32,17 +32,15 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from typing import Any, ClassVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from lossrate._model import RunData  # noqa: E402
-from lossrate.baselines._terms import multipower_drop, whole_steps  # noqa: E402
 from lossrate.evaluate import EvalRow, evaluate  # noqa: E402
-from lossrate.fitting.ode_relax import _FD_REL, ODERelax  # noqa: E402
+from lossrate.fitting.ode_relax import ODERelax  # noqa: E402
 from lossrate.readers.mpl import MPL_SIZES, load_mpl  # noqa: E402
 
 PEER_RECIPE = {"loss": "huber", "f_scale": 1e-3, "weights": "none"}
@@ -63,44 +61,15 @@ CASES: tuple[tuple[str, tuple[str, ...], tuple[float, ...]], ...] = (
 
 @dataclass(frozen=True)
 class ODERelaxOld(ODERelax):
-    """ode_relax before: L = L_inf + x_gf exp(-B D / x_gf) (its parameters, guesses and
-    settings are ode_relax's; only the curve is the old one, frozen here)."""
+    """ode_relax before: L = L_inf + x_gf exp(-B D / x_gf). Its parameters (with today's
+    bound on B), guesses and settings are ode_relax's; only the bend h(u) = e^-u is the old
+    one."""
 
     name: ClassVar[str] = "ode_relax_old"
 
-    def curve_and_jacobian(
-        self, theta: Mapping[str, float], run: RunData, steps: np.ndarray, *, jacobian: bool = True
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        n = whole_steps(run.schedule, steps)
-        D, dD = multipower_drop(
-            run.schedule,
-            n,
-            float(theta["C"]),
-            float(theta["kappa"]),
-            float(theta["gamma"]),
-            include_warmup=self.include_warmup,
-            jacobian=jacobian,
-            block=self.block,
-        )
-        B = float(theta["B"])
-        L_inf = float(theta["L_inf"])
-        gf = self._gradient_flow(theta, run, n)
-        x = gf - L_inf
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            u = np.where(x > 0, B * D / x, np.inf)
-            keep = np.exp(-u)
-        pred = L_inf + np.where(x > 0, x * keep, 0.0)
-        if not jacobian or dD is None:
-            return pred, None
-        with np.errstate(invalid="ignore"):
-            dx = np.where(x > 0, keep * (1.0 + u), 0.0)
-            dbd = -keep
-        cols = []
-        for name in self._common_names(run):
-            h = _FD_REL * max(abs(float(theta[name])), 1e-3)
-            dgf = (self._gradient_flow({**theta, name: theta[name] + h}, run, n) - gf) / h
-            cols.append(dx * dgf + ((1.0 - dx) if name == "L_inf" else 0.0))
-        return pred, np.column_stack([*cols, dbd * D, dbd[:, None] * B * dD])
+    def bend(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = np.exp(-u)  # the drop saturating everywhere: h(u) = e^-u
+        return keep, -keep
 
     def describe(self) -> str:
         return "ode_relax_old (drop saturating everywhere: L_inf + x_gf exp(-B D / x_gf))"

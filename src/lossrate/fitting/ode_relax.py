@@ -187,7 +187,7 @@ class ODERelax(_Base, JacobianModel):
         x = np.maximum(gf - L_inf, 1e-300)  # the gradient flow stays above its floor
         with np.errstate(over="ignore"):
             u = np.minimum(B * D / x, 1e300)  # the drop against the excess
-        h, dh = _bend(u)
+        h, dh = self.bend(u)
         pred = L_inf + x * h
         if not jacobian or dD is None:
             return pred, None
@@ -202,6 +202,11 @@ class ODERelax(_Base, JacobianModel):
             ) / step
             cols.append(dx * dgf + ((1.0 - dx) if name == "L_inf" else 0.0))
         return pred, np.column_stack([*cols, dh * D, (dh * B)[:, None] * dD])
+
+    def bend(self, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """h(u), the share of the excess over the floor a drop of u of it leaves, and h'(u)
+        (module docstring)."""
+        return _bend(u)
 
     def eval_seconds(self, run: RunData, n: int) -> float:
         return 8e-5 + 1e-7 * n + drop_sum_seconds(run.schedule, n, self.include_warmup, self.block)

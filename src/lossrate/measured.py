@@ -27,6 +27,8 @@ unbiased for ||grad L||^2 and for tr(Sigma_g) (the per-sample gradient covarianc
 groups are independent draws; the same with <., P .> gives ``pgrad_sq`` (grad L^T P grad L)
 and ``ptrace_sigma`` (tr(P Sigma_g)). Two equal halves give grad_sq = <G_1, G_2>.
 :func:`measured_rates` uses the debiased ``pgrad_sq`` when it is given the noise columns.
+:func:`lossrate.readers.read_log` attaches it to the trajectory it reads (the column
+``pgrad_sq_debiased``), and the ``ode`` models' prefix fits start their rate family from it.
 
 **Standard errors** (``*_se``) come from the step-to-step scatter: the batch noise of
 consecutive steps is independent, and second differences x_k - 2 x_{k-1} + x_{k-2} cancel a

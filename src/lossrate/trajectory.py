@@ -23,6 +23,9 @@ k_sq          K^2 = mean_i ||d z_i / d theta||_F^2 (trace of the normalised NTK)
 wall_s        wall-clock seconds of this step
 energy_j      energy of this step in joules (see ``meta.energy_source``)
 test_loss     held-out loss, NaN where it was not evaluated
+pgrad_sq_     the debiased grad L^T P grad L from K >= 2 gradient groups (the recorder's
+ debiased     ``gradient_noise.csv``, attached by :func:`lossrate.readers.read_log`);
+              unbiased for the full-data value, so a single step may be negative
 ============  =====================================================================
 
 ``step``, ``t`` and ``loss`` must be finite; the optional columns may hold NaN for
@@ -72,6 +75,7 @@ OPTIONAL_COLUMNS: dict[str, bool] = {
     "wall_s": False,
     "energy_j": False,
     "test_loss": False,
+    "pgrad_sq_debiased": True,
 }
 REQUIRED_COLUMNS = ("step", "t", "loss")
 ALL_COLUMNS = ("step", "t", "loss", *OPTIONAL_COLUMNS)
@@ -220,6 +224,7 @@ class Trajectory:
     wall_s: np.ndarray | None = None
     energy_j: np.ndarray | None = None
     test_loss: np.ndarray | None = None
+    pgrad_sq_debiased: np.ndarray | None = None
     meta: RunMeta = field(default_factory=RunMeta)
 
     # ------------------------------------------------------------------ build

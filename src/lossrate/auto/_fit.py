@@ -46,7 +46,7 @@ _DEFAULT_RATIO = 2.0
 #: the shortest extrapolation ratio backtested (horizons closer than that hold no points)
 _MIN_RATIO = 1.25
 #: thinned columns kept (bin means): the ODE models read them for their closure and start
-_KEEP = ("alpha_eff", "grad_sq", "pgrad_sq")
+_KEEP = ("alpha_eff", "grad_sq", "pgrad_sq", "pgrad_sq_debiased")
 
 
 # ---------------------------------------------------------------- data

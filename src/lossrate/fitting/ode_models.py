@@ -121,20 +121,52 @@ def _has_gradients(run: RunData) -> bool:
     return run.traj.has("pgrad_sq") or run.traj.has("grad_sq")
 
 
-def _measured_rho(run: RunData, g: Any) -> tuple[float, float, float] | None:
-    """(rho0, S0, beta) from the measured rate phi_hat = pgrad_sq / g(L) (intrinsic time), when
-    the run logs pgrad_sq (or grad_sq); None otherwise."""
+#: logged steps per bin of the debiased rate (at least; about this many bins in all)
+_DEBIASED_BINS = 40
+
+
+def _measured_phi(run: RunData, g: Any) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(S, phi_hat) at which the rho family is started, and what they come from.
+
+    The debiased grad L^T P grad L (gradient groups: ``pgrad_sq_debiased``) is unbiased for the
+    full-data value but noisy, and may be negative on one step, so it is averaged over runs of
+    consecutive logged steps (about ``_DEBIASED_BINS`` bins; the mean is unbiased) before the
+    log is taken. Without it the mini-batch pgrad_sq (or grad_sq) is used per step: too large
+    by tr(P Sigma_g) / B (theory §4.2), often 10-100x on small batches."""
     traj = run.traj
+    S = run.schedule.S(traj.step)
+    with np.errstate(all="ignore"):
+        gl = np.asarray(g(traj.loss), dtype=float)
+    if traj.has("pgrad_sq_debiased"):
+        col = np.asarray(traj.pgrad_sq_debiased, dtype=float)
+        ok = np.isfinite(col) & np.isfinite(gl) & (gl > 0)
+        idx = np.flatnonzero(ok)
+        if idx.size >= 5:
+            bins = np.array_split(idx, min(_DEBIASED_BINS, idx.size // 5 or 1))
+            pg = np.array([col[b].mean() for b in bins])
+            gm = np.array([gl[b].mean() for b in bins])
+            Sm = np.array([S[b].mean() for b in bins])
+            keep = pg > 0
+            if keep.sum() >= 5:
+                return Sm[keep], pg[keep] / gm[keep], "debiased"
     col = traj.pgrad_sq if traj.has("pgrad_sq") else traj.grad_sq if traj.has("grad_sq") else None
     if col is None:
         return None
-    S = run.schedule.S(traj.step)
     with np.errstate(all="ignore"):
-        phi = col / g(traj.loss)
+        phi = col / gl
     ok = np.isfinite(phi) & (phi > 0)
     if ok.sum() < 5:
         return None
-    S, lphi = S[ok], np.log(phi[ok])
+    return S[ok], phi[ok], "raw"
+
+
+def _measured_rho(run: RunData, g: Any) -> tuple[float, float, float] | None:
+    """(rho0, S0, beta) from the measured rate phi_hat = pgrad_sq / g(L) (intrinsic time), the
+    debiased one when the run has it (:func:`_measured_phi`); None without gradient norms."""
+    measured = _measured_phi(run, g)
+    if measured is None:
+        return None
+    S, lphi = measured[0], np.log(measured[1])
 
     def res(z: np.ndarray) -> np.ndarray:
         return z[0] - z[2] * np.log1p(S / np.exp(z[1])) - lphi
@@ -191,8 +223,17 @@ class _Base(CurveModel):
     def notes(self, run: RunData) -> list[str]:
         """Decisions this model takes for ``run`` (reported in the fit's notes)."""
         out = [self._scale(run)[1]]
-        if _has_gradients(run):
-            out.append("rho family also started from the measured phi_hat = pgrad_sq / g(L)")
+        if run.traj.has("pgrad_sq_debiased"):
+            out.append(
+                "rho family also started from the measured phi_hat = pgrad_sq / g(L), with the "
+                "debiased pgrad_sq of the run's gradient groups (gradient_noise.csv)"
+            )
+        elif _has_gradients(run):
+            out.append(
+                "rho family also started from the measured phi_hat = pgrad_sq / g(L), with the "
+                "raw mini-batch pgrad_sq: too large by tr(P Sigma_g)/B; record gradient groups "
+                "for the debiased one"
+            )
         return out
 
     # -------------------------------------------------------- parameters

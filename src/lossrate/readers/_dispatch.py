@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import struct
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
+
+import numpy as np
 
 from .._errors import DataError, InvalidArgumentError, check_choice
 from ..trajectory import FORMAT_TAG, RunMeta, Trajectory
@@ -213,4 +216,27 @@ def _read_trajectory(p: Path, opts: Options) -> Trajectory:
         traj = Trajectory.read(p, drop_nonfinite=opts.drop_nonfinite)
     except OSError as exc:
         raise DataError(f"{str(p)!r} cannot be read ({exc.strerror or exc}).") from None
+    traj = _with_gradient_noise(p, traj)
     return traj if opts.meta is None else traj.replace(meta=opts.meta)
+
+
+def _with_gradient_noise(p: Path, traj: Trajectory) -> Trajectory:
+    """``traj`` with the debiased pgrad_sq of the recorder's ``gradient_noise.csv`` beside it
+    (aligned by step, NaN where a step has no row), so that a fit's measured rate is unbiased.
+    A noise file that cannot be read is left out with a warning: the loss curve is still good."""
+    from ..measured import noise_path, read_gradient_noise
+
+    if traj.pgrad_sq_debiased is not None or not noise_path(p).exists():
+        return traj
+    try:
+        col = read_gradient_noise(p).aligned(traj.step).pgrad_sq
+    except DataError as exc:
+        warnings.warn(
+            f"the gradient-noise file beside {str(p)!r} is left out ({exc}); fits use the "
+            "raw mini-batch gradient norm.",
+            stacklevel=3,
+        )
+        return traj
+    if not np.isfinite(col).any():
+        return traj
+    return traj.replace(pgrad_sq_debiased=col)

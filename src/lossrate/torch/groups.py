@@ -224,6 +224,9 @@ class GradientGroups:
         # unchanged after the marks; on again after a read that finds it changed)
         self._track_grad = True
         self._active: list[torch.Tensor] = []  # parameters with a gradient, this step
+        self._act_idx: list[int] = []  # their indices in self.params
+        self._inactive: list[int] = []  # the indices of the others
+        self._half = False  # a half-precision gradient among them
         self._sq: list[torch.Tensor] = []  # sum_k (w_k G_k)^2, per entry
         self.second_order = bool(second_order)
         # the increment w_k G_k of each parameter, as autograd hands it to .grad (a hook per
@@ -249,7 +252,8 @@ class GradientGroups:
         self._incoming = [None] * len(self.params)
         self._twice = False
         self._grad_norms: list[torch.Tensor] = []  # ||.grad|| per parameter at the last mark
-        self._seen: list[tuple[torch.Tensor, int]] = []
+        self._seen: list[torch.Tensor] = []  # .grad of the active parameters
+        self._versions: list[int] = []  # their version counters at the last mark
         self._sq_b: list[torch.Tensor] | None = None  # sum_k (w_k G_k)^2 / b_k, per entry
         self._sizes: list[int] = []
         self._norms: list[list[torch.Tensor]] = []  # per mark: ||w_k G_k|| per parameter
@@ -299,68 +303,54 @@ class GradientGroups:
         hooks, no copy), so a mark is one fused norm over the increments and ``.grad``
         (plus, for a per-entry preconditioner, one fused multiply-add)."""
         b = _check_size(batch_size)
-        active, grads = self._grads()
-        entries = self._step_entries
-        if not self._sizes:  # the step's first group: its increment is .grad itself
-            if len(active) != len(self._active) or any(
-                p is not q for p, q in zip(active, self._active)
-            ):
-                self._active = active
-                self._sq = [torch.empty_like(g) for g in grads] if entries else []
-            if entries and len(self._sq) != len(grads):
-                self._sq = [torch.empty_like(g) for g in grads]
-            if entries:
-                torch._foreach_copy_(self._sq, grads)
-                torch._foreach_mul_(self._sq, grads)
-            norms = torch._foreach_norm(grads)  # no wait for the device
-            self._norms.append(norms)
-            self._grad_norms = norms
-            self._sizes.append(b)
-            self._seen = [(p.grad, p.grad._version) for p in active]
-            self._incoming = [None] * len(self.params)
-            self._twice = False
-            self._tracking = True
+        if not self._sizes:
+            self._first_mark(b)
             return
-        if len(active) != len(self._active):
+        incoming = self._incoming
+        if self._twice:
+            raise InvalidArgumentError(
+                "two backward() passes ran since the last groups.mark; call "
+                "groups.mark(batch_size) after every micro-batch's backward()."
+            )
+        params = self.params
+        if any(params[i].grad is not None for i in self._inactive):
             raise InvalidArgumentError(
                 "the parameters holding a gradient changed within a step (a parameter first "
                 "got its gradient after the step's first groups.mark); mark only after every "
                 "trained parameter has taken part in a backward(), or use a separate "
                 "GradientGroups for it."
             )
-        if self._twice:
-            raise InvalidArgumentError(
-                "two backward() passes ran since the last groups.mark; call "
-                "groups.mark(batch_size) after every micro-batch's backward()."
-            )
-        incoming, index = self._incoming, self._index
-        incs = [incoming[index[id(p)]] for p in active]
-        for (g0, v0), g, inc in zip(self._seen, (p.grad for p in active), incs):
+        incs = [incoming[i] for i in self._act_idx]
+        seen = self._seen
+        for p, g0, v0, inc in zip(self._active, seen, self._versions, incs):
             # .grad must have changed by this backward's accumulation only (in place: one
             # version step), so that the increments add up to it
-            if g is not g0 or g._version != v0 + (inc is not None):
+            if p.grad is not g0 or g0._version != v0 + (inc is not None):
                 raise InvalidArgumentError(
                     ".grad changed between two groups.mark calls other than by backward() "
                     "(clipping or scaling per micro-batch, zero_grad, create_graph=True); "
                     "change it only after the last mark of the step."
                 )
         present = [x for x in incs if x is not None]
-        if any(x.dtype in _HALF for x in present):
+        half = self._half
+        if half:
             present = [x.float() if x.dtype in _HALF else x for x in present]
         if self._step_track:  # one fused pass over the increments and .grad
+            grads = [g.float() if g.dtype in _HALF else g for g in seen] if half else seen
             both = torch._foreach_norm(present + grads)
             norms, self._grad_norms = both[: len(present)], both[len(present) :]
         else:
             norms = torch._foreach_norm(present)
         if len(present) != len(incs):  # parameters this micro-batch did not reach
-            zero = torch.zeros((), dtype=norms[0].dtype if norms else grads[0].dtype)
+            dtype = norms[0].dtype if norms else seen[0].dtype
+            zero = torch.zeros((), dtype=torch.float32 if dtype in _HALF else dtype)
             it = iter(norms)
-            norms = [zero.to(g.device) if x is None else next(it) for x, g in zip(incs, grads)]
+            norms = [zero.to(g.device) if x is None else next(it) for x, g in zip(incs, seen)]
         self._norms.append(norms)
-        if entries and present:
+        if self._step_entries and present:
             pairs = [(s, x) for s, x in zip(self._sq, incs) if x is not None]
             sq, xs = [s for s, _ in pairs], [x for _, x in pairs]
-            if xs[0].dtype in _HALF or any(x.dtype in _HALF for x in xs):
+            if half:
                 xs = [x.float() if x.dtype in _HALF else x for x in xs]
             if b != self._sizes[0] and self._sq_b is None:
                 self._sq_b = torch._foreach_div(self._sq, float(self._sizes[0]))
@@ -369,8 +359,37 @@ class GradientGroups:
                 torch._foreach_addcmul_(sq_b, xs, xs, value=1.0 / b)
             torch._foreach_addcmul_(sq, xs, xs)
         self._sizes.append(b)
-        self._seen = [(g, g._version) for g in (p.grad for p in active)]
+        self._versions = [g._version for g in seen]
+        self._incoming = [None] * len(params)
+
+    def _first_mark(self, b: int) -> None:
+        """The step's first group: its increment is ``.grad`` itself."""
+        active, grads = self._grads()
+        entries = self._step_entries
+        if len(active) != len(self._active) or any(
+            p is not q for p, q in zip(active, self._active)
+        ):
+            self._active = active
+            self._sq = [torch.empty_like(g) for g in grads] if entries else []
+            index = self._index
+            self._act_idx = [index[id(p)] for p in active]
+            taken = set(self._act_idx)
+            self._inactive = [i for i in range(len(self.params)) if i not in taken]
+        if entries and len(self._sq) != len(grads):
+            self._sq = [torch.empty_like(g) for g in grads]
+        if entries:
+            torch._foreach_copy_(self._sq, grads)
+            torch._foreach_mul_(self._sq, grads)
+        norms = torch._foreach_norm(grads)  # no wait for the device
+        self._norms.append(norms)
+        self._grad_norms = norms
+        self._sizes.append(b)
+        self._seen = [p.grad for p in active]
+        self._versions = [g._version for g in self._seen]
+        self._half = any(g.dtype in _HALF for g in self._seen)
         self._incoming = [None] * len(self.params)
+        self._twice = False
+        self._tracking = True
 
     def _sums(self, grad_sq: float, P: dict[torch.Tensor, torch.Tensor | float]) -> Sums:
         """The step's sums (see ``Sums``); resets the object."""
@@ -386,7 +405,8 @@ class GradientGroups:
             # (version counters; no pass over the gradient)
             scale2 = 1.0
             if any(
-                p.grad is not g or g._version != v for p, (g, v) in zip(self._active, self._seen)
+                p.grad is not g or g._version != v
+                for p, g, v in zip(self._active, self._seen, self._versions)
             ):
                 if self._step_track:
                     scale2 = self._rescaled()

@@ -8,13 +8,17 @@ For each task (a real CPU training run):
 2. build the prior from the earlier runs (``Prior.from_runs``, ``ode_relax``, the model
    ``lossrate optimize --prior`` uses) and fit the first 25 % of the constant run under it
    (``fit_with_prior``);
-3. ``optimize_schedule`` the WSD and the free-form family for the full budget;
-4. train the two recommendations and two controls (cosine to 0; WSD decaying linearly to 0
+3. ``optimize_schedule`` the WSD and the free-form family for the full budget; when the law
+   orders a pair of earlier runs against the losses they reached by more than its pick's
+   predicted gain over the best of them, optimize recommends that earlier run's schedule
+   instead (``ScheduleOptimum.kept``; the family optima are then shown as "law's ...");
+4. train the recommendations and two controls (cosine to 0; WSD decaying linearly to 0
    over the last 20 %) with seeds 1, 2, 3;
 5. print, per schedule, the predicted final loss with its 90 % interval and the realised
    final loss (the smoothed training loss at the last step, ``lossrate.metrics.smoothed``:
    mean +- standard error over the seeds, and how many seeds fall inside the interval), and
-   the realised gain of the better recommendation over the better control, paired by seed
+   the realised gain of optimize's recommendation (and of the better schedule tried) over
+   the better control, paired by seed
    (the same seed gives the same initial weights and data order), with its standard error.
 
 "predicted" is :func:`lossrate.predict` (through ``predict_with_prior``), which never lets a
@@ -117,6 +121,9 @@ def train(task: Task, schedule: Schedule, seed: int, cache: Path, bar: Any = Non
     done = folder / "done.json"
     if done.exists():
         return lr.read_log(folder / "trajectory.csv")
+    # the same lrs and seed under another name (a kept earlier schedule is a control's)
+    for twin in sorted(folder.parent.glob(f"*_{_key(schedule)}_s{seed}/done.json")):
+        return lr.read_log(twin.parent / "trajectory.csv")
     folder.mkdir(parents=True, exist_ok=True)
     file = folder.parent / f"{schedule.name}_{_key(schedule)}.csv"
     if not file.exists():
@@ -181,6 +188,9 @@ def run_task(task: Task, seeds: list[int], cache: Path) -> list[str]:
     recs = {
         f"recommended {k}": Schedule(f.schedule.lr, f"rec_{k}") for k, f in opt.families.items()
     }
+    if opt.kept is not None:  # the law misordered earlier runs: their best schedule is kept
+        recs = {f"law's {k}": sch for k, sch in ((k.split()[-1], v) for k, v in recs.items())}
+        recs[f"recommended: kept {opt.kept.name}"] = Schedule(opt.recommended.lr, "rec_kept")
     controls = {
         "cosine": Schedule(_schedule("cosine", peak, n).lr, "cosine"),
         "wsd 20 %": Schedule(_schedule("wsd", peak, n, 0.2).lr, "wsd20"),
@@ -217,7 +227,7 @@ def run_task(task: Task, seeds: list[int], cache: Path) -> list[str]:
             r0 = final_smoothed(base)
             real, ins = f"{r0:.4f} (seed 0)", str(int(p.lower[-1] <= r0 <= p.upper[-1]))
         fam = label.split()[-1]
-        sett = _short(opt.families[fam].settings) if label.startswith("recommended") else ""
+        sett = _short(opt.families[fam].settings) if fam in opt.families else ""
         raw = float(engine_predict(fit, last, schedule=sch).loss[-1])
         lines.append(
             f"| {label} | {sett} | {p.loss[-1]:.4f} [{p.lower[-1]:.4f}, {p.upper[-1]:.4f}] | "
@@ -225,9 +235,13 @@ def run_task(task: Task, seeds: list[int], cache: Path) -> list[str]:
         )
     best_rec = min(recs, key=lambda k: np.mean(realised[k]))
     best_ctl = min(controls, key=lambda k: np.mean(realised[k]))
-    chosen = min(recs, key=lambda k: pred_rows[k].loss[-1])
+    chosen = (
+        next(k for k in recs if k.startswith("recommended: kept"))
+        if opt.kept is not None
+        else min(recs, key=lambda k: pred_rows[k].loss[-1])
+    )
     lines.append("")
-    for which, rec in (("the optimiser's pick", chosen), ("the better recommendation", best_rec)):
+    for which, rec in (("the optimiser's pick", chosen), ("the better schedule tried", best_rec)):
         d = np.array(realised[best_ctl]) - np.array(realised[rec])
         rel = d / np.array(realised[best_ctl])
         se = d.std(ddof=1) / math.sqrt(d.size)
@@ -237,13 +251,18 @@ def run_task(task: Task, seeds: list[int], cache: Path) -> list[str]:
             f"{d.mean():+.4f} ± {se:.4f} (SE over {d.size} paired seeds; "
             f"{100 * rel.mean():+.2f} % of the control's loss) -> {verdict}"
         )
-    lines.extend(f"- note: {x}" for x in opt.notes if "earlier runs" in x)
+    lines.extend(f"- note: {x}" for x in opt.notes if "earlier run" in x)
     lines.append(
-        "- the fit on earlier runs' own schedules (predicted vs reached): "
-        + "; ".join(f"{c.name} {c.predicted:.4f} vs {c.realised:.4f}" for c in opt.checks)
+        "- the fit on earlier runs' own schedules (predicted / law alone vs reached): "
+        + "; ".join(
+            f"{c.name} {c.predicted:.4f} / {c.law:.4f} vs {c.realised:.4f}" for c in opt.checks
+        )
     )
-    pg = opt.families[chosen.split()[-1]].gains
-    lines.append("- predicted gains of the pick: " + "; ".join(g.text() for g in pg))
+    pg = opt.best.gains
+    lines.append(
+        f"- predicted gains of the law's best ({opt.best.family}): "
+        + "; ".join(g.text() for g in pg)
+    )
     return lines
 
 

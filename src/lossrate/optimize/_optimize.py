@@ -8,6 +8,12 @@ final step (:class:`._objective.Objective`, about a millisecond per schedule); t
 of each family are then predicted with their intervals through :func:`lossrate.predict`
 (which never lets a decay raise the loss and widens the interval where the decay gain is
 not identified), and the lowest is kept.
+
+The earlier runs then check the law's ranking (:func:`._check.keep_earlier`): when the law
+orders a pair of earlier runs of this budget against the losses they reached, its pick is
+recommended only if the law predicts it beats the best of them by more than that error;
+otherwise that run's schedule, whose outcome is measured, is recommended
+(``ScheduleOptimum.kept``, ``recommended``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from .._results import FitResult, Prediction
 from ..auto import AutoFit
 from ..schedule import Schedule, decays_after_peak
 from ..trajectory import Trajectory
-from ._check import beaten_by, check_earlier
+from ._check import beaten_by, check_earlier, keep_earlier
 from ._family import Budget, Family
 from ._objective import Objective, fitted_run
 from ._registry import FAMILIES, get_family
@@ -157,10 +163,39 @@ def optimize_schedule(
             "own interval reads only the fitted steps and still allows the largest drop "
             "linear response permits; the gains' intervals above are the members' spread"
         )
-    checks = check_earlier(earlier, lambda st, sc: _predict(fit, st, sc, lev))
+    checks = check_earlier(
+        earlier,
+        lambda st, sc: _predict(fit, st, sc, lev),
+        lambda st, sc: float(np.exp(Objective(fit, st)(sc))),
+    )
     best_loss = min(f.loss for f in families.values())
+    pick = min(families.values(), key=lambda f: f.loss)
+    kept, gain_ln, margin, pair = keep_earlier(
+        checks, lambda st: float(np.exp(Objective(fit, st)(pick.schedule))), n, budget.peak
+    )
+    if pair is not None:
+        verdict = (
+            f"so {kept.name}'s schedule is recommended (its outcome is measured)"
+            if kept is not None
+            else "less than the law's predicted gain, so its pick stands"
+        )
+        notes.append(
+            f"the law orders the earlier runs {pair[0]} and {pair[1]} against the losses they "
+            f"reached (error {100 * margin:.1f} %); it predicts its pick ({pick.family}) beats "
+            f"the best earlier run by {100 * gain_ln:.1f} %, {verdict}"
+        )
+    elif kept is not None:
+        notes.append(
+            f"the law predicts no gain of its pick ({pick.family}) over the earlier run "
+            f"{kept.name} ({100 * gain_ln:.1f} %), so that run's schedule is recommended"
+        )
+    elif np.isfinite(gain_ln):
+        notes.append(
+            "the law orders the earlier runs of this budget as the losses they reached, so its "
+            f"pick ({pick.family}, predicted {100 * gain_ln:.1f} % below the best of them) stands"
+        )
     corrected, beaten = beaten_by(checks, best_loss, n, budget.peak)
-    if beaten:
+    if beaten and not np.isfinite(gain_ln):  # the ranking check above did not apply
         names = ", ".join(f"{c.name} ({c.realised:.4g})" for c in beaten)
         notes.append(
             f"earlier runs of this budget already reached less than the best schedule's "
@@ -183,6 +218,8 @@ def optimize_schedule(
         notes=tuple(notes),
         peaks_seen=tuple(sorted(set(peaks))),
         checks=checks,
+        kept=kept,
+        kept_margin=margin,
     )
 
 

@@ -99,11 +99,22 @@ class ScheduleOptimum:
     notes: tuple[str, ...] = ()
     peaks_seen: tuple[float, ...] = field(default=())
     checks: tuple[EarlierCheck, ...] = field(default=())
+    kept: EarlierCheck | None = None
+    kept_margin: float = 0.0
 
     @property
     def best(self) -> FamilyOptimum:
         """The family whose best schedule predicts the lowest final loss."""
         return min(self.families.values(), key=lambda f: f.loss)
+
+    @property
+    def recommended(self) -> Schedule:
+        """The schedule to run: the earlier run's that ``kept`` names (the law misordered
+        earlier runs by more than its pick's predicted gain over it; module
+        ``lossrate.optimize._check``), else the best family's."""
+        if self.kept is not None and self.kept.schedule is not None:
+            return Schedule(self.kept.schedule.lr, f"kept-{self.kept.name}")
+        return self.best.schedule
 
     def report(self) -> str:
         pct = f"{100 * self.level:.0f} %"
@@ -125,7 +136,13 @@ class ScheduleOptimum:
             lines.append("      " + _settings_text(f.settings))
             lines.extend(f"      gain {g.text()}" for g in f.gains)
         best = self.best
-        if self.identified:
+        if self.kept is not None:
+            lines.append(
+                f"recommendation: keep the schedule of the earlier run {self.kept.name} (it "
+                f"reached {self.kept.realised:.4g}); the law misorders earlier runs by "
+                f"{100 * self.kept_margin:.1f} %, more than its pick's predicted gain over it"
+            )
+        elif self.identified:
             g = best.gain("current")
             lines.append(
                 f"recommendation: {best.family} ({_settings_text(best.settings)}); "
@@ -167,6 +184,8 @@ class ScheduleOptimum:
             "level": self.level,
             "decay_gain_identified": self.identified,
             "best": self.best.family,
+            "kept_earlier_run": None if self.kept is None else self.kept.name,
+            "ranking_margin": self.kept_margin,
             "families": {k: f.to_dict() for k, f in self.families.items()},
             "references": {
                 k: {
@@ -178,7 +197,13 @@ class ScheduleOptimum:
             },
             "peaks_seen": list(self.peaks_seen),
             "earlier_checks": [
-                {"run": c.name, "step": c.step, "predicted": c.predicted, "realised": c.realised}
+                {
+                    "run": c.name,
+                    "step": c.step,
+                    "predicted": c.predicted,
+                    "law": c.law,
+                    "realised": c.realised,
+                }
                 for c in self.checks
             ],
             "notes": list(self.notes),

@@ -17,8 +17,9 @@ an opt-in split (theory §4.2; the estimators are in :mod:`lossrate.measured`):
 * **two-half-batch mode** (opt-in) — the same class on a step split into parts
   (``groups.split(n)`` gives the slices and loss weights): two backward passes on halves
   instead of one on the batch; :mod:`benchmarks.recorder_overhead` reports what it costs.
-* **DDP** — :class:`DDPGradients`: a communication hook keeps each rank's local gradient
-  (the average of its b_r samples) before the all-reduce; DDP averages the ranks with
+* **DDP** — :class:`DDPGradients` (:mod:`lossrate.torch.ddp_groups`): a communication hook
+  takes the norms of each rank's local gradient (the average of its b_r samples) before the
+  all-reduce, and a copy of it only for a per-entry P; DDP averages the ranks with
   w_r = 1 / W. ``groups.mark(batch_size)`` once per step with the local batch size; the
   per-rank sums are all-reduced (five numbers) when :func:`gradient_metrics` reads them.
 
@@ -53,7 +54,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .._errors import InvalidArgumentError
@@ -511,117 +511,4 @@ class GradientGroups:
         return sum_dP, sum_bdP
 
 
-class DDPGradients:
-    """Per-rank gradients of a ``DistributedDataParallel`` model, read before the all-reduce.
-
-    Registers a communication hook on ``ddp_model`` that keeps a copy of each bucket's local
-    gradient and then all-reduces as DDP does by default (``allreduce_hook``), so training is
-    unchanged. Call ``groups.mark(batch_size)`` after ``backward()`` with this rank's number
-    of samples, then ``gradient_metrics(model, optimizer, groups=groups)`` on every rank
-    (it all-reduces five numbers). With ``no_sync`` accumulation the rank's accumulated
-    gradient is one group (mark once, with the rank's total samples).
-
-    Args:
-        ddp_model: the DistributedDataParallel module (before its first forward).
-        process_group: the group DDP reduces over (default: the world).
-        population: as for :class:`GradientGroups` (e.g. with a DistributedSampler).
-        second_order: as for :class:`GradientGroups`.
-    """
-
-    def __init__(
-        self,
-        ddp_model: nn.Module,
-        process_group: Any = None,
-        *,
-        population: int | None = None,
-        second_order: bool = True,
-    ) -> None:
-        if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
-            raise InvalidArgumentError(
-                f"ddp_model must be a torch.nn.parallel.DistributedDataParallel, got "
-                f"{type(ddp_model).__name__}; without DDP use GradientGroups."
-            )
-        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-
-        self.process_group = process_group
-        self.population = _check_population(population)
-        self.second_order = bool(second_order)
-        self.params = [p for p in ddp_model.parameters() if p.requires_grad]
-        self._update_dot = _UpdateDot()
-        self.update_dot = math.nan
-        self._local: dict[torch.Tensor, torch.Tensor] = {}
-        self._size: int | None = None
-
-        def hook(state, bucket):  # type: ignore[no-untyped-def]  (DDP checks the annotations)
-            # one copy of the bucket's flat buffer (its gradients are views into it, in the
-            # order of its parameters), taken before the all-reduce averages it in place
-            flat = bucket.buffer().detach().clone()
-            params = bucket.parameters()
-            views = flat.split([p.numel() for p in params])
-            for p, g in zip(params, views):
-                self._local[p] = g.view(p.shape)
-            return allreduce_hook(state, bucket)
-
-        ddp_model.register_comm_hook(process_group, hook)
-
-    @property
-    def groups(self) -> int:
-        """The number of ranks."""
-        return dist.get_world_size(self.process_group)
-
-    def reset(self) -> None:
-        """Forget the current step."""
-        self._local = {}
-        self._size = None
-
-    def mark(self, batch_size: int) -> None:
-        """This rank's samples in the step (call after ``backward()``)."""
-        self._size = _check_size(batch_size)
-
-    @torch.no_grad()
-    def _sums(self, grad_sq: float, P: dict[torch.Tensor, torch.Tensor | float]) -> Sums:
-        try:
-            if self._size is None or not self._local:
-                raise InvalidArgumentError(
-                    "DDPGradients has no local gradient for this step: call groups.mark("
-                    "batch_size) after backward() (and build DDPGradients before training)."
-                )
-            self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
-            W = self.groups
-            params = list(self._local)
-            grads = [self._local[p] for p in params]
-            norms = _sq_norms(grads).cpu().tolist()  # per parameter
-            d = math.fsum(norms)
-            dP = 0.0
-            if P:
-                scale = [P.get(p) for p in params]
-                dots = []
-                for i, (g, Pp) in enumerate(zip(grads, scale)):
-                    if Pp is None:
-                        continue
-                    if isinstance(Pp, torch.Tensor):
-                        g = g.reshape(-1).double()
-                        dots.append(torch.dot(g * g, Pp.reshape(-1).double()))
-                    else:
-                        dP += float(Pp) * norms[i]
-                if dots:
-                    dP += float(torch.stack(dots).sum())
-            b = float(self._size)
-            device = next(iter(self._local.values())).device
-            sums = torch.tensor(
-                [d / W**2, dP / W**2, b, b * d, b * dP], dtype=torch.float64, device=device
-            )
-            dist.all_reduce(sums, op=dist.ReduceOp.SUM, group=self.process_group)
-            s = [float(x) for x in sums]
-            nan = math.nan
-            return (
-                W,
-                1.0 / W,
-                s[0],
-                s[1] if P else nan,
-                s[2],
-                s[3],
-                s[4] if P else nan,
-            )
-        finally:
-            self.reset()
+from .ddp_groups import DDPGradients  # noqa: E402  (its module imports this one)

@@ -63,7 +63,9 @@ from .gradients import GradStats
 __all__ = ["COLUMNS", "FILENAME", "NonFiniteLossError", "Recorder"]
 
 FILENAME = "trajectory.csv"
-COLUMNS = ALL_COLUMNS  # step, t, loss, then the optional columns in file order
+#: step, t, loss, then the optional columns in file order; the debiased gradient norm is
+#: written to gradient_noise.csv (lossrate.measured), and read_log attaches it on reading
+COLUMNS = tuple(c for c in ALL_COLUMNS if c != "pgrad_sq_debiased")
 _NAN = math.nan
 _STAT_NAMES = ("loss_std", "residual_sq", "alpha_eff")
 _OPTIONAL = COLUMNS[3:]

@@ -4,6 +4,8 @@ pick's predicted gain recommends the best earlier run's schedule instead."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,26 @@ def test_a_misordered_earlier_run_is_kept_with_its_schedule(fit) -> None:
     assert "keep the schedule of the earlier run cosine" in res.report()
     assert res.to_dict()["kept_earlier_run"] == "cosine"
     assert any("against the losses" in n for n in res.notes)
+
+
+def test_the_cli_writes_the_kept_schedule_as_the_recommendation(tmp_path, capsys) -> None:
+    from lossrate.cli import main
+
+    scale = {"cosine": 0.8, "wsd20": 1.0, "wsd50": 1.0}
+    runs = tmp_path / "earlier"
+    for i, (k, s) in enumerate(EARLIER.items()):
+        (runs / k).mkdir(parents=True)
+        _run(s, scale[k], seed=i, name=k).traj.write(runs / k / "trajectory.csv")
+    log = tmp_path / "run.csv"
+    wsd = Schedule.wsd(PEAK, N, decay_start=1000)
+    _run(wsd, seed=5).traj.write(log)
+    out = tmp_path / "plan" / "schedule.csv"
+    argv = ["optimize", str(log), "--steps", str(N), "--model", "multipower", "--bootstrap", "0"]
+    code = main([*argv, "--prior", str(runs), "--family", "wsd", "--out", str(out), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["kept_earlier_run"] == "cosine"
+    # OUT is the run's schedule to train with: the kept one; the law's pick lies beside it
+    kept, logged = Schedule.read(out), np.arange(10, N + 1, 10)  # rebuilt from the run's log
+    np.testing.assert_allclose(kept.at(logged), EARLIER["cosine"].lr[logged - 1], rtol=1e-9)
+    assert Schedule.read(out.with_suffix(".wsd.csv")).n_steps == N
+    assert data["files"]["kept from cosine"] == str(out)

@@ -117,9 +117,13 @@ def _cmd_optimize(args: argparse.Namespace) -> Any:
         )
         best = result.best
         out: Path = args.out
-        files = {best.family: str(best.schedule.write(out))}
+        # OUT holds the recommendation: the law's best family, or the earlier run's schedule
+        # that optimize keeps when the law misorders the earlier runs (result.kept)
+        kept = result.kept if result.kept is not None and result.kept.schedule is not None else None
+        lead = best.family if kept is None else f"kept from {kept.name}"
+        files = {lead: str(result.recommended.write(out))}
         for name, fam in result.families.items():
-            if name != best.family:
+            if name != lead:
                 files[name] = str(fam.schedule.write(out.with_suffix(f".{name}.csv")))
         fig_path = args.figure or out.with_suffix(".png")
         save_figure(schedule_figure(result), fig_path)
@@ -127,8 +131,8 @@ def _cmd_optimize(args: argparse.Namespace) -> Any:
     text = "\n".join(
         [
             result.report(),
-            f"schedule ({best.family}): {out}  (lossrate train CONFIG --set schedule.file={out})",
-            *(f"schedule ({k}): {v}" for k, v in files.items() if k != best.family),
+            f"schedule ({lead}): {out}  (lossrate train CONFIG --set schedule.file={out})",
+            *(f"schedule ({k}): {v}" for k, v in files.items() if k != lead),
             f"figure: {fig_path}",
         ]
     )

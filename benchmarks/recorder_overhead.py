@@ -1,8 +1,12 @@
 """Overhead of instrumenting a training step (lossrate.torch), on CPU, and where it goes.
 
-An MNIST-sized MLP (784-256-10, ReLU), batch 128 of random data, SGD (or Adam), torch on one
-thread. Variants of the same training step are timed interleaved in short blocks (5 steps;
-the order rotates every round) so that drifts and other processes hit all of them alike.
+An MNIST-sized MLP (784-256-10, ReLU; ``--model mlp``, the default: a ~2 ms step where the
+per-op Python overhead dominates, the worst case) or the project's Fashion-MNIST CNN
+(``--model cnn``: lossrate.experiments.models.CNN(1, 28, 10), two conv blocks of 32 and 64
+channels and a 128-unit hidden layer, as configs/fashion_cnn_adam_cosine.toml builds it; the
+realistic row), batch 128 of random data, SGD (or Adam), torch on one thread. Variants of
+the same training step are timed interleaved in short blocks (5 steps; the order rotates
+every round) so that drifts and other processes hit all of them alike.
 They form chains in which every variant is the previous one plus one component:
 
   plain                   nn.CrossEntropyLoss, backward, step
@@ -35,13 +39,16 @@ the small tensor ops that follow), which is why timing them alone under-counts.
 Targets: recorded <= 1.03, +grads <= 1.10 (to plain), +debiased acc4 and ddp +debiased
 <= 1.10 (to acc4 / ddp); +two-half is reported as it is.
 
-With ``--ddp`` the same MLP is trained by 2 gloo processes (DistributedDataParallel, batch
+With ``--ddp`` the same model is trained by 2 gloo processes (DistributedDataParallel, batch
 64 per rank), each timing: ddp (plain step), ddp +grads (recorded with gradient_metrics),
 ddp +debiased -2nd and ddp +debiased (DDPGradients: the per-parameter norms of the rank's
 gradient taken in the comm hook before the all-reduce, a copy only for a per-entry P, five
-numbers all-reduced per step); rank 0 prints the chain.
+numbers all-reduced per step), with ``--optimizer``'s optimizer; rank 0 prints the chain.
+Every debiased variant, here and above, trains its own copy of the model (the hooks of one
+GradientGroups or DDPGradients slow no other variant).
 
-    python benchmarks/recorder_overhead.py [--rounds 300] [--block 5] [--threads 1] [--optimizer sgd] [--every 10] [--ddp]
+    python benchmarks/recorder_overhead.py [--model mlp] [--rounds 300] [--block 5] [--threads 1]
+        [--optimizer sgd] [--every 10] [--ddp]
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ import torch
 from torch import nn
 
 from lossrate import RunMeta
+from lossrate.experiments.models import CNN
 from lossrate.torch import GradientGroups, InstrumentedLoss, Recorder, gradient_metrics
 from lossrate.torch.losses import BatchStats
 
@@ -68,6 +76,9 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     parser.add_argument("--ddp", action="store_true", help="the DDP rows (2 gloo processes)")
     parser.add_argument(
+        "--model", choices=("mlp", "cnn"), default="mlp", help="784-256-10 MLP or Fashion CNN"
+    )
+    parser.add_argument(
         "--every", type=int, default=10, help="k of the lighter mode's rows (statistics every k)"
     )
     args = parser.parse_args()
@@ -77,10 +88,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+    model = _net(args.model)
     make = torch.optim.SGD if args.optimizer == "sgd" else torch.optim.Adam
     opt = make(model.parameters(), lr=1e-3)
-    x, y = torch.randn(128, 784), torch.randint(0, 10, (128,))
+    x, y = _inputs(args.model, 128), torch.randint(0, 10, (128,))
     plain_loss = nn.CrossEntropyLoss()
     crit = InstrumentedLoss("ce")
     dropped = InstrumentedLoss("ce")  # the wrapper's call alone: its queue is emptied unread
@@ -124,21 +135,23 @@ def main() -> None:
         rec.log(step=step, lr=1e-3, batch=light.last, grad=gs)
         step += 1
 
-    # the debiased variants train their own copy of the model: GradientGroups' parameter hooks
-    # run on every backward of the model they watch, and would slow the plain variants too
-    dmodel = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-    dmodel.load_state_dict(model.state_dict())
-    dopt = make(dmodel.parameters(), lr=1e-3)
-    all_groups = {True: GradientGroups(dmodel), False: GradientGroups(dmodel, second_order=False)}
+    # each debiased variant trains its own copy of the model: GradientGroups' parameter hooks
+    # run on every backward of the model they watch, and would slow the other variants too
+    debiased = {}
+    for key, kw in (
+        ("2nd", {}),
+        ("-2nd", {"second_order": False}),
+        ("two-half", {}),
+    ):
+        net = _net(args.model)
+        net.load_state_dict(model.state_dict())
+        debiased[key] = (net, make(net.parameters(), lr=1e-3), GradientGroups(net, **kw))
 
-    def accumulated(
-        parts: int, record: bool = False, grads: bool = False, groups: bool = False, second=True
-    ) -> None:
+    def accumulated(parts: int, record: bool = False, grads: bool = False, groups=None) -> None:
         nonlocal step
-        net, optim = (dmodel, dopt) if groups else (model, opt)
+        net, optim, marks = debiased[groups] if groups else (model, opt, None)
         optim.zero_grad()
         stats = []
-        marks = all_groups[second] if groups else None
         for part, w in GradientGroups.split(128, parts):
             if record:
                 (crit(net(x[part]), y[part]) * w).backward()
@@ -165,10 +178,10 @@ def main() -> None:
         "acc4": lambda: accumulated(4),
         "acc4 recorded": lambda: accumulated(4, record=True),
         "acc4 +grads": lambda: accumulated(4, record=True, grads=True),
-        "+debiased acc4 -2nd": lambda: accumulated(4, True, True, True, second=False),
-        "+debiased acc4": lambda: accumulated(4, True, True, True),
+        "+debiased acc4 -2nd": lambda: accumulated(4, True, True, "-2nd"),
+        "+debiased acc4": lambda: accumulated(4, True, True, "2nd"),
         "two halves": lambda: accumulated(2),
-        "+two-half": lambda: accumulated(2, True, True, True),
+        "+two-half": lambda: accumulated(2, True, True, "two-half"),
     }
     chains = [
         (
@@ -202,11 +215,26 @@ def main() -> None:
         ),
     ]
     alone = _alone(model, x, y, plain_loss, args)
-    _time(variants, chains, args, f"MLP 784-256-10, batch 128, {args.optimizer}", alone)
+    _time(variants, chains, args, f"{_NAMES[args.model]}, batch 128, {args.optimizer}", alone)
     rec.close()
     for path in run_dir.iterdir():
         path.unlink()
     run_dir.rmdir()
+
+
+_NAMES = {"mlp": "MLP 784-256-10", "cnn": "Fashion-MNIST CNN (32-64 conv, 128 hidden)"}
+
+
+def _net(kind: str) -> nn.Module:
+    """The benchmark's model, initialised from the current torch random state."""
+    if kind == "cnn":  # as configs/fashion_cnn_adam_cosine.toml builds it
+        return CNN(1, 28, 10, channels=32, hidden=128)
+    return nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def _inputs(kind: str, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    shape = (n, 1, 28, 28) if kind == "cnn" else (n, 784)
+    return torch.randn(*shape, generator=generator)
 
 
 def _alone(model, x, y, plain_loss, args) -> dict[str, float]:
@@ -334,18 +362,19 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
     nets = {}
     for name in ("ddp", "ddp +grads", "ddp +debiased", "ddp +debiased -2nd"):
         torch.manual_seed(0)
-        net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
-        nets[name] = nn.parallel.DistributedDataParallel(net)
+        nets[name] = nn.parallel.DistributedDataParallel(_net(args.model))
     all_groups = {
         "ddp +debiased": DDPGradients(nets["ddp +debiased"]),
         "ddp +debiased -2nd": DDPGradients(nets["ddp +debiased -2nd"], second_order=False),
     }
-    opts = {k: torch.optim.SGD(m.parameters(), lr=1e-3) for k, m in nets.items()}
+    make = torch.optim.SGD if args.optimizer == "sgd" else torch.optim.Adam
+    opts = {k: make(m.parameters(), lr=1e-3) for k, m in nets.items()}
     g = torch.Generator().manual_seed(rank)
-    x, y = torch.randn(64, 784, generator=g), torch.randint(0, 10, (64,), generator=g)
+    x, y = _inputs(args.model, 64, g), torch.randint(0, 10, (64,), generator=g)
     plain_loss, crit = nn.CrossEntropyLoss(), InstrumentedLoss("ce")
     run_dir = Path(tempfile.mkdtemp(prefix=f"lossrate-bench-ddp{rank}-"))
-    rec = Recorder(run_dir, meta=RunMeta(loss="ce", classes=10, optimizer="sgd"), rank=rank)
+    meta = RunMeta(loss="ce", classes=10, optimizer=args.optimizer)
+    rec = Recorder(run_dir, meta=meta, rank=rank)
     step = 0
 
     def train(name: str) -> None:
@@ -377,7 +406,7 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
             },
         )
     ]
-    title = "DDP, 2 gloo processes, MLP 784-256-10, batch 64 per rank"
+    title = f"DDP, 2 gloo processes, {_NAMES[args.model]}, batch 64 per rank, {args.optimizer}"
     if rank == 0:
         _time(variants, chains, args, title)
     else:

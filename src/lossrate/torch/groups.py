@@ -377,9 +377,9 @@ class GradientGroups:
             self._inactive = [i for i in range(len(self.params)) if i not in taken]
         if entries and len(self._sq) != len(grads):
             self._sq = [torch.empty_like(g) for g in grads]
-        if entries:
-            torch._foreach_copy_(self._sq, grads)
-            torch._foreach_mul_(self._sq, grads)
+        if entries:  # one pass per parameter (a fused copy and multiply take two)
+            for s, g in zip(self._sq, grads):
+                torch.mul(g, g, out=s)
         norms = torch._foreach_norm(grads)  # no wait for the device
         self._norms.append(norms)
         self._grad_norms = norms

@@ -388,6 +388,15 @@ def test_ode_relax_drop_bound_follows_the_decay_seen() -> None:
     assert _decay_seen(cos) == pytest.approx(d, rel=1e-9) and 0.1 < d < 0.2
     assert _drop_level(cos) == pytest.approx(0.3 + d)
     assert _drop_level(full) == 1.0  # a decay seen to its end: the whole lowest loss
+    # cut early in the decay (lr 2.4 % below its peak): the 0.3 ramps in with d / 0.1
+    early = run(Schedule.cosine(0.1, n + 1), 0.1)
+    lr_e = early.schedule.at(early.traj.step)
+    d_e = 1 - float(lr_e[-1] / lr_e.max())
+    assert 0.01 < d_e < 0.1 and _decay_seen(early) == pytest.approx(d_e, rel=1e-9)
+    assert _drop_level(early) == pytest.approx(d_e + 0.3 * d_e / 0.1)
+    # an lr column with jitter under 1 % of its peak is no decay
+    jitter = Schedule(0.1 * (1 - 0.005 * (np.arange(n + 1) % 2)), "constant")
+    assert _decay_seen(run(jitter, 0.5)) == 0.0 and _drop_level(run(jitter, 0.5)) == 1.0
     bound = {p.name: p for p in model.params(cos)}["B"].upper
     peak = float(cos.schedule.lr.max())
     assert bound == pytest.approx((0.3 + d) * _smooth_min(cos.traj.loss) / peak, rel=1e-9)

@@ -104,6 +104,15 @@ def test_without_backtests_the_lowest_bic_is_used() -> None:
     assert c.weights == {"b": 1.0} and "BIC" in c.why
 
 
+def test_without_backtests_the_median_prediction_at_the_horizon_is_used() -> None:
+    bic = {"a": 5.0, "b": -3.0, "c": 0.0, "d": 1.0, "e": 2.0}
+    at = {"a": 0.1, "b": -0.9, "c": 0.2, "d": 0.0, "e": np.nan}  # b lowest BIC, far below
+    c = combine([], list(bic), bic, at_horizon=at)
+    assert c.rule == "median" and c.weights == {"d": 0.5, "a": 0.5}  # middle two of 4 finite
+    c = combine([], ["a", "b", "c"], bic, at_horizon=at)
+    assert c.weights == {"a": 1.0} and "median" in c.why
+
+
 def test_calibration_scale_is_the_pooled_quantile_times_one_plus_one_over_n() -> None:
     bts, paths = [], []
     for j, o in enumerate((10, 20, 30, 40)):

@@ -33,7 +33,7 @@ from ._backtest import plan_backtests, plan_transfer_tests, point_prediction
 from ._calibrate import calibrate
 from ._candidates import DECAY_SHARE, Candidate, candidates
 from ._combine import combine
-from ._members import drop_outliers, implausible, pooled_floor
+from ._members import at_horizon, drop_outliers, implausible, pooled_floor
 from ._pool import check_jobs, run_tasks
 from ._result import AutoFit, AutoModel
 
@@ -239,11 +239,16 @@ def fit_auto(
             + "; ".join(f"{m}: {msg}" for m, msg in failed.items())
         )
     labels = [c.label for c in cands if c.label in members]
+    last = min(max(end, sn), run.schedule.n_steps)
     combo = combine(
-        backtests, labels, {m: members[m].metrics.get("bic", np.inf) for m in labels}, ratio
+        backtests,
+        labels,
+        {m: members[m].metrics.get("bic", np.inf) for m in labels},
+        ratio,
+        at_horizon(members, last) if not backtests else None,
     )
     cal = calibrate(backtests, combo.cv_paths)
-    combo, outliers = drop_outliers(combo, members, min(max(end, sn), run.schedule.n_steps))
+    combo, outliers = drop_outliers(combo, members, last)
     failed.update(outliers)
     floor = pooled_floor(members, combo.weights)
     model = AutoModel(

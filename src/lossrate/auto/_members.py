@@ -11,7 +11,7 @@ from .._model import RunData
 from ..fitting.engine import Fit
 from ._combine import Combination
 
-__all__ = ["drop_outliers", "implausible", "member_floor", "pooled_floor"]
+__all__ = ["at_horizon", "drop_outliers", "implausible", "member_floor", "pooled_floor"]
 
 
 def member_floor(f: Fit) -> float | None:
@@ -56,6 +56,16 @@ def implausible(f: Fit, sn: int, end: int, run: RunData | None = None) -> str:
     return ""
 
 
+def at_horizon(members: Mapping[str, Fit], end: int) -> dict[str, float]:
+    """Each member's predicted ln L at step ``end`` (NaN where its curve is not finite)."""
+    at = {}
+    for m, f in members.items():
+        with np.errstate(all="ignore"):
+            v = float(np.log(f.model.curve(f.theta(), f.runs[0], np.array([end]))[0]))
+        at[m] = v if np.isfinite(v) else float("nan")
+    return at
+
+
 #: a member further than this in ln L from the others' weighted median at the horizon is
 #: left out (also when its spread-based distance, 5 median absolute deviations, is larger)
 _OUTLIER_LOG = 0.1
@@ -72,11 +82,7 @@ def drop_outliers(
     w = dict(combo.weights)
     if len(w) < 3:
         return combo, {}
-    at = {}
-    for m in w:
-        f = members[m]
-        with np.errstate(all="ignore"):
-            at[m] = float(np.log(f.model.curve(f.theta(), f.runs[0], np.array([end]))[0]))
+    at = at_horizon({m: members[m] for m in w}, end)
     names = sorted(w, key=lambda m: at[m])
     cum = np.cumsum([w[m] for m in names])
     med = at[names[int(np.searchsorted(cum, 0.5 * cum[-1]))]]

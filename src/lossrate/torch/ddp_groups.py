@@ -18,7 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 from .._errors import InvalidArgumentError
-from .groups import _HALF, Sums, _check_population, _check_size, _UpdateDot
+from ._cadence import _UpdateDot
+from .groups import _HALF, Sums, _check_population, _check_size
 
 __all__ = ["DDPGradients"]
 

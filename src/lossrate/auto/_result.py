@@ -92,11 +92,14 @@ class AutoFit(FitResult):
         where = f"{origins} origins in the prefix" + (
             f" + {len(runs)} earlier runs cut at the same fraction" if runs else ""
         )
-        lines.append(
-            f"backtests ({where}; extrapolation ratio {self.ratio:.2g}x): median "
-            "|ln(pred/obs)| at the horizon, scaled to that ratio: "
-            + ", ".join(f"{m} {_pct(v)}" for m, v in ranked)
-        )
+        if self.backtests:
+            lines.append(
+                f"backtests ({where}; extrapolation ratio {self.ratio:.2g}x): median "
+                "|ln(pred/obs)| at the horizon, scaled to that ratio: "
+                + ", ".join(f"{m} {_pct(v)}" for m, v in ranked)
+            )
+        else:  # no score to show: say why the weights are what they are
+            lines.append(f"no backtest ({c.why})")
         if self.failed:
             lines.append(
                 "not used: " + "; ".join(f"{m} ({msg[:80]})" for m, msg in self.failed.items())

@@ -236,7 +236,11 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
     if args.csv is not None:
         _write_prediction_csv(args.csv, pred)
     pct = f"{100 * pred.level:.0f}%"
-    idx = np.unique(np.linspace(0, pred.step.size - 1, 11).round().astype(int))
+    shown = np.flatnonzero(np.isfinite(pred.loss))  # a law in Σ lr is infinite where it is 0
+    if shown.size == 0:
+        shown = np.arange(pred.step.size)
+    idx = shown[np.unique(np.linspace(0, shown.size - 1, 11).round().astype(int))]
+    hidden = pred.step.size - shown.size
     rows = [f"{'step':>10} {'t (Σ lr)':>12} {'predicted':>12}  {pct} interval"]
     rows += [
         f"{int(pred.step[i]):>10} {pred.t[i]:>12.5g} {pred.loss[i]:>12.5g}  [{pred.lower[i]:.5g}, "
@@ -257,6 +261,14 @@ def _cmd_predict(args: argparse.Namespace) -> Outcome:
             *why,
             *rows,
             *(f"note: {n}" for n in [binned_note(traj)] if n),
+            *(
+                [
+                    f"note: {hidden} step(s) with no finite prediction are left out of the table "
+                    "(a law in Σ lr starts at infinity where Σ lr = 0)"
+                ]
+                if hidden
+                else []
+            ),
             *(f"warning: {w}" for w in pred.warnings),
         ]
     )

@@ -1,0 +1,43 @@
+"""``lossrate predict`` on a log too short for auto's backtests: the text says why the weights
+are what they are, and a step where a law in Σ lr is infinite (Σ lr = 0) is not printed as a
+prediction of inf."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lossrate.cli import EXIT_OK, main
+
+
+def _short_log(path: Path) -> Path:
+    """12 logged points from step 0 (Σ lr = 0 there), lr constant then decaying."""
+    s = np.arange(0, 2400, 200)
+    lr = np.where(s < 2000, 0.1, 0.1 * (1 - (s - 2000) / 400))
+    loss = 2.0 * (1 + s / 300) ** -0.4 + 0.3 + 0.01 * np.random.default_rng(0).normal(size=s.size)
+    rows = [
+        "step,loss,lr",
+        *(f"{a},{b:.17g},{c:.17g}" for a, b, c in zip(s, loss, lr, strict=True)),
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_predict_on_a_log_without_backtests_says_so_and_hides_infinite_rows(
+    capsys, tmp_path
+) -> None:
+    log = _short_log(tmp_path / "short.csv")
+    assert main(["predict", str(log), "--steps", "6000", "-q"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "no backtest (the prefix is too short to hold a backtest: the median" in out
+    assert "failed" not in out  # no backtest is not a failed model
+    rows = [ln.split() for ln in out.splitlines() if ln[:10].strip().isdigit()]
+    assert len(rows) == 11 and all(np.isfinite(float(r[2])) for r in rows)
+    assert "1 step(s) with no finite prediction are left out of the table" in out
+    # the JSON keeps every step, the non-finite one included
+    assert main(["predict", str(log), "--steps", "6000", "-q", "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["fit"]["auto"]["rule"] == "median" and doc["fit"]["auto"]["backtests"] == 0
+    assert doc["step"][0] == 0 and len(doc["step"]) == 6001

@@ -80,8 +80,9 @@ class AutoFit(FitResult):
     def weights(self) -> dict[str, float]:
         return dict(self.combination.weights) if self.combination else {}
 
-    def why(self) -> list[str]:
-        """Plain-language lines: which models carry the weight, and why."""
+    def why(self, *, rule_shown: bool = False) -> list[str]:
+        """Plain-language lines: which models carry the weight, and why (``rule_shown``: the
+        combination's rule is printed already, as :meth:`report` does)."""
         c = self.combination
         if c is None:
             return []
@@ -98,7 +99,7 @@ class AutoFit(FitResult):
                 "|ln(pred/obs)| at the horizon, scaled to that ratio: "
                 + ", ".join(f"{m} {_pct(v)}" for m, v in ranked)
             )
-        else:  # no score to show: say why the weights are what they are
+        elif not rule_shown:  # no score to show: say why the weights are what they are
             lines.append(f"no backtest ({c.why})")
         if self.failed:
             lines.append(
@@ -113,7 +114,7 @@ class AutoFit(FitResult):
             f"{self.model.describe()}  —  {'converged' if self.success else 'FAILED'}: "
             f"{self.message}"
         )
-        lines = [head, *self.why()]
+        lines = [head, *self.why(rule_shown=True)]
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 

@@ -41,3 +41,36 @@ def test_predict_on_a_log_without_backtests_says_so_and_hides_infinite_rows(
     doc = json.loads(capsys.readouterr().out)
     assert doc["fit"]["auto"]["rule"] == "median" and doc["fit"]["auto"]["backtests"] == 0
     assert doc["step"][0] == 0 and len(doc["step"]) == 6001
+
+
+def test_floor_the_fitted_laws_disagree_on_is_reported_as_not_identified(capsys, tmp_path) -> None:
+    log = _short_log(tmp_path / "short.csv")
+    assert main(["floor", str(log), "-q", "--json"]) == EXIT_OK
+    doc = json.loads(capsys.readouterr().out)
+    head = doc["headline"]
+    lo, hi = head["floor_range"]
+    assert hi > 10 * lo and head["floor_unidentified"] is True
+    assert lo <= head["floor"] <= hi
+    assert main(["floor", str(log), "-q"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "loss floor: not identified by this log: the fitted laws put it between" in out
+
+
+def test_a_floor_the_laws_agree_on_is_printed_as_a_number() -> None:
+    from lossrate.report.summary import Headline
+
+    common = dict(
+        final_step=100,
+        observed_final=0.5,
+        observed_rows=5,
+        predicted_final=0.5,
+        predicted_lower=0.4,
+        predicted_upper=0.6,
+        level=0.9,
+    )
+    agree = Headline(**common, floor=0.31, floor_range=(0.3, 0.32))
+    assert not agree.floor_unidentified and "loss floor: 0.31\n" in agree.report() + "\n"
+    apart = Headline(**common, floor=0.01, floor_range=(1e-9, 0.3))
+    assert apart.floor_unidentified and "not identified" in apart.report()
+    single = Headline(**common, floor=0.31)  # a single model: no range, a plain number
+    assert not single.floor_unidentified and "loss floor: 0.31" in single.report()

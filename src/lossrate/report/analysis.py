@@ -309,6 +309,29 @@ def model_floor(f: FitResult) -> float | None:
         return None
 
 
+def _floor_range(f: FitResult, lowest: float) -> tuple[float, float] | None:
+    """For ``auto``: the lowest and highest floor of the members that carry weight (of every
+    fitted member when only one carries it), each capped at ``lowest`` (the lowest smoothed
+    loss of the log); None for a single model or when fewer than two members name a floor."""
+    from ..auto import AutoFit
+    from ..auto._members import member_floor
+
+    if not isinstance(f, AutoFit):
+        return None
+    names = list(f.weights) if len(f.weights) > 1 else list(f.members)
+    floors = []
+    for m in names:
+        try:
+            v = member_floor(f.members[m])
+        except LossrateError:
+            continue
+        if v is not None and np.isfinite(v):
+            floors.append(min(max(float(v), 0.0), lowest))
+    if len(floors) < 2:
+        return None
+    return (min(floors), max(floors))
+
+
 def _target_numbers(
     f: FitResult,
     traj: Trajectory,
@@ -351,6 +374,9 @@ def _target_numbers(
         )
     else:
         out["floor"] = floor
+    spread = _floor_range(f, lowest)
+    if spread is not None:
+        out["floor_range"] = spread
     if target is None:
         return out, notes
     first = int(traj.step[0])

@@ -118,6 +118,11 @@ def _cards(h: Headline) -> str:
                 "it does not fit the later run"
             )
             if h.floor_model is not None
+            else _e(
+                "not identified by this log: the fitted laws put it between "
+                f"{_num(h.floor_range[0])} and {_num(h.floor_range[1])}"
+            )
+            if h.floor_unidentified and h.floor_range is not None
             else "what the fitted law approaches with unlimited steps"
             if h.floor is not None
             else "the model names none",

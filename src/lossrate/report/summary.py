@@ -44,6 +44,10 @@ def predicted_at(prediction: Prediction, step: float) -> tuple[float, float, flo
     )
 
 
+#: the weighted laws' floors further apart than this factor: the floor is not identified
+_FLOOR_DECADE = 10.0
+
+
 @dataclass(frozen=True)
 class Headline:
     """What a reader wants first. None means "not computed"; inf means "never reached".
@@ -59,6 +63,9 @@ class Headline:
         floor: predicted loss floor, never above the lowest smoothed loss the log reached.
         floor_model: the model's own floor when it lay above that (the model does not
             describe the later run), else None.
+        floor_range: for ``auto``, the lowest and highest floor of the laws that carry weight
+            (each capped at the lowest smoothed loss); more than a decade apart, the log does
+            not identify the floor and the text says so. None for a single model.
         target: target loss of the time/energy estimates.
         target_source: "log" (the log already reached the target) or "model".
         time_to_target: intrinsic time (sum of learning rates) to reach ``target``.
@@ -78,6 +85,7 @@ class Headline:
     cut_step: int | None = None
     floor: float | None = None
     floor_model: float | None = None
+    floor_range: tuple[float, float] | None = None
     target: float | None = None
     target_source: str | None = None
     time_to_target: float | None = None
@@ -123,12 +131,21 @@ class Headline:
             return float("nan")
         return float(np.log(self.predicted_final / self.observed_final))
 
+    @property
+    def floor_unidentified(self) -> bool:
+        """The weighted laws' floors lie more than a decade apart (see ``floor_range``)."""
+        if self.floor_range is None:
+            return False
+        lo, hi = self.floor_range
+        return bool(hi > _FLOOR_DECADE * max(lo, 0.0))
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict, with ``relative_error`` and ``log_error`` added."""
+        """Plain dict, with ``relative_error``, ``log_error`` and ``floor_unidentified``."""
         return {
             **dataclasses.asdict(self),
             "relative_error": self.relative_error,
             "log_error": self.log_error,
+            "floor_unidentified": self.floor_unidentified,
         }
 
     def report(self) -> str:
@@ -145,6 +162,12 @@ class Headline:
             lines.append(
                 f"loss floor: at most {self.floor:.4g} (the log went there; the model's own "
                 f"floor {self.floor_model:.4g} lies above it: it does not fit the later run)"
+            )
+        elif self.floor is not None and self.floor_unidentified:
+            lo, hi = self.floor_range  # type: ignore[misc]
+            lines.append(
+                f"loss floor: not identified by this log: the fitted laws put it between "
+                f"{lo:.3g} and {hi:.3g} (pooled as the prediction is: {self.floor:.4g})"
             )
         elif self.floor is not None:
             lines.append(f"loss floor: {self.floor:.4g}")

@@ -294,10 +294,11 @@ def replay(
             drift = np.maximum(_smooth_linear(trace, w), 0.0)
             curves["loss_noise"] = _integrate(t, phi, drift, g_fn, cv, obs[0])
         ud = aligned.update_dot
-        if np.isfinite(ud[1:]).sum() >= 2:
-            lr = np.asarray(traj.lr, dtype=float)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                second = np.append((ud[1:] / lr[:-1] + aligned.pgrad_sq[:-1]) / 2, np.nan)
+        lr = np.asarray(traj.lr, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            second = np.append((ud[1:] / lr[:-1] + aligned.pgrad_sq[:-1]) / 2, np.nan)
+        # two consecutive measured steps each: none under a cadence (GradientGroups(every=N))
+        if np.isfinite(second).sum() >= 2:
             second = _smooth_linear(np.where(np.isfinite(second), second, np.nan), w)
             curves["loss_second"] = _integrate(t, phi, second, g_fn, cv, obs[0])
     else:

@@ -34,7 +34,13 @@ training already computes, with no extra backward pass:
   ``"accumulation"`` there.
 
 ``population`` (the training set's size, for batches drawn without replacement) and
-``second_order`` are passed to the groups.
+``second_order`` are passed to the groups, and ``debias_every=N`` as their cadence ``every``
+(:mod:`lossrate.torch.groups`, *Cadence*): only every N-th optimizer step (the first
+included) is measured and has gradient columns, in ``trajectory.csv`` too (grad_sq and
+pgrad_sq are NaN on the others, whose ``gradient_metrics`` call is skipped work) and a
+gradient_noise.csv row; the loss statistics are still recorded at every step. The readers,
+fits and ``lossrate replay`` bin or smooth over the measured rows (replay's measured
+second-order curve needs two consecutive measured steps, so it is left out with N > 1).
 
 With ``resume=True`` the file continues at the step the trainer resumes from (its checkpoint's
 ``global_step``); rows of later steps, logged after that checkpoint was saved, are dropped.
@@ -79,6 +85,7 @@ class _StepLog:
         debias: str | None = None,
         population: int | None = None,
         second_order: bool = True,
+        debias_every: int = 1,
     ) -> None:
         if criterion is not None and not isinstance(criterion, InstrumentedLoss):
             raise InvalidArgumentError(
@@ -90,7 +97,18 @@ class _StepLog:
             )
         if debias is not None and not gradients:
             raise InvalidArgumentError("debias needs gradients=True (it debiases those columns).")
+        if isinstance(debias_every, bool) or not isinstance(debias_every, int) or debias_every < 1:
+            raise InvalidArgumentError(
+                f"debias_every must be an integer >= 1 (measure every N-th optimizer step; 1: "
+                f"every step), got {debias_every!r}; pass e.g. debias_every=10."
+            )
+        if debias is None and debias_every != 1:
+            raise InvalidArgumentError(
+                f"debias_every={debias_every} is the cadence of the debiased measurement and "
+                "needs debias='accumulation' or 'ddp'; set debias, or leave debias_every at 1."
+            )
         self.debias = debias
+        self.debias_every = debias_every
         self.population = population
         self.second_order = second_order
         self.groups: GradientGroups | DDPGradients | None = None
@@ -140,11 +158,17 @@ class _StepLog:
                     "debias='ddp' under DDP."
                 )
             self.groups = GradientGroups(
-                model, population=self.population, second_order=self.second_order
+                model,
+                population=self.population,
+                second_order=self.second_order,
+                every=self.debias_every,
             )
         elif self.debias == "ddp":
             self.groups = DDPGradients(
-                model, population=self.population, second_order=self.second_order
+                model,
+                population=self.population,
+                second_order=self.second_order,
+                every=self.debias_every,
             )
 
     def mark(self, batch_size: int) -> None:
@@ -160,12 +184,15 @@ class _StepLog:
         groups = self.groups
         if groups is not None:
             sizes, self._sizes = self._sizes, []
-            if self.debias == "ddp" and sizes:
+            if not groups.measuring:  # the cadence skips this step: gradient_metrics -> None
+                pass
+            elif self.debias == "ddp" and sizes:
                 groups.mark(sum(sizes))
             elif self.equal_weights and len(set(sizes)) > 1:
                 groups.reset()  # the frameworks weight micro-batches equally: not b_k / B
                 groups = None
-            if groups is not None and not sizes:
+            elif not sizes:
+                groups.reset()  # nothing marked: the step still counts towards the cadence
                 groups = None
         grad = gradient_metrics(model, optimizer, groups=groups) if self.gradients else None
         self._pre = (step, float(optimizer.param_groups[0]["lr"]), grad)
@@ -211,6 +238,8 @@ def _lightning_class() -> type:
             debias: None, "accumulation" or "ddp": also record the debiased columns to
                 gradient_noise.csv (see the module).
             population, second_order: as for :class:`~lossrate.torch.GradientGroups`.
+            debias_every: with ``debias``, measure every N-th optimizer step only (the
+                groups' ``every``; see the module).
         """
 
         def __init__(
@@ -226,6 +255,7 @@ def _lightning_class() -> type:
             debias: str | None = None,
             population: int | None = None,
             second_order: bool = True,
+            debias_every: int = 1,
         ) -> None:
             super().__init__()
             self.log_ = _StepLog(
@@ -239,6 +269,7 @@ def _lightning_class() -> type:
                 debias=debias,
                 population=population,
                 second_order=second_order,
+                debias_every=debias_every,
             )
 
         @property
@@ -304,6 +335,8 @@ def _hf_class() -> type:
             debias: None or "accumulation": also record the debiased columns to
                 gradient_noise.csv (see the module).
             population, second_order: as for :class:`~lossrate.torch.GradientGroups`.
+            debias_every: with ``debias``, measure every N-th optimizer step only (the
+                groups' ``every``; see the module).
         """
 
         def __init__(
@@ -321,6 +354,7 @@ def _hf_class() -> type:
             debias: str | None = None,
             population: int | None = None,
             second_order: bool = True,
+            debias_every: int = 1,
         ) -> None:
             if debias == "ddp":
                 raise InvalidArgumentError(
@@ -342,6 +376,7 @@ def _hf_class() -> type:
                 debias=debias,
                 population=population,
                 second_order=second_order,
+                debias_every=debias_every,
             )
 
         @property
@@ -376,7 +411,10 @@ def _hf_class() -> type:
         def mark_backward(self, loss: torch.Tensor, batch_size: int) -> torch.Tensor:
             """With ``debias``: mark the micro-batch of ``batch_size`` samples when the backward
             pass of ``loss`` has finished (queued behind autograd); returns ``loss``."""
-            if self.log_.groups is None or not (torch.is_grad_enabled() and loss.requires_grad):
+            groups = self.log_.groups
+            if groups is None or not (torch.is_grad_enabled() and loss.requires_grad):
+                return loss
+            if not groups.measuring:  # a step the cadence skips: nothing to mark
                 return loss
             from torch.autograd import Variable
 

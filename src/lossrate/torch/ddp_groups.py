@@ -5,7 +5,10 @@ Split from :mod:`lossrate.torch.groups` (which documents the estimators and re-e
 local gradient as its bucket is handed to the all-reduce (one fused norm over the bucket's
 views, no copy); a copy of the bucket is kept only while the optimizer read by
 ``gradient_metrics`` has a per-entry preconditioner (Adam, RMSprop, Adagrad), whose
-G_r^T P G_r needs the entries. At the read, five numbers are all-reduced.
+G_r^T P G_r needs the entries. At the read, five numbers are all-reduced. With a cadence
+(``every=N``, :mod:`lossrate.torch.groups`' *Cadence*) the hook of an unmeasured step only
+all-reduces, and its read all-reduces nothing; every rank reads every step, so the ranks
+agree on which steps are measured.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import torch.distributed as dist
 from torch import nn
 
 from .._errors import InvalidArgumentError
-from ._cadence import _UpdateDot
+from ._cadence import _Cadence, _check_every, _UpdateDot
 from .groups import _HALF, Sums, _check_population, _check_size
 
 __all__ = ["DDPGradients"]
 
 
-class DDPGradients:
+class DDPGradients(_Cadence):
     """Per-rank gradients of a ``DistributedDataParallel`` model, read before the all-reduce.
 
     Registers a communication hook on ``ddp_model`` that takes the norms of each bucket's
@@ -45,6 +48,8 @@ class DDPGradients:
         population: as for :class:`~lossrate.torch.GradientGroups` (e.g. with a
             DistributedSampler).
         second_order: as for :class:`~lossrate.torch.GradientGroups`.
+        every: as for :class:`~lossrate.torch.GradientGroups`: measure every ``every``-th
+            optimizer step only (the first included); 1 measures every step.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class DDPGradients:
         *,
         population: int | None = None,
         second_order: bool = True,
+        every: int = 1,
     ) -> None:
         if not isinstance(ddp_model, nn.parallel.DistributedDataParallel):
             raise InvalidArgumentError(
@@ -62,6 +68,8 @@ class DDPGradients:
             )
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
+        self.every = _check_every(every)
+        self._step = 0
         self.process_group = process_group
         self.population = _check_population(population)
         self.second_order = bool(second_order)
@@ -84,6 +92,8 @@ class DDPGradients:
         def hook(state, bucket):  # type: ignore[no-untyped-def]  (DDP checks the annotations)
             # before the all-reduce averages the bucket in place: the norms of its local
             # gradients (views into the bucket, in the order of its parameters)
+            if self._step % self.every:  # a step the cadence does not measure
+                return allreduce_hook(state, bucket)
             params, grads = bucket.parameters(), bucket.gradients()
             if any(g.dtype in _HALF for g in grads):
                 grads = [g.float() if g.dtype in _HALF else g for g in grads]
@@ -109,7 +119,12 @@ class DDPGradients:
         return dist.get_world_size(self.process_group)
 
     def reset(self) -> None:
-        """Forget the current step."""
+        """Forget the current step and go on to the next (a step that is not read counts
+        towards the cadence as one that is)."""
+        self._step += 1
+        self._clear()
+
+    def _clear(self) -> None:
         self._norms = {}
         self._local = {}  # views into self._copies, overwritten by the next step's hook
         self._size = None
@@ -135,7 +150,7 @@ class DDPGradients:
                     "DDPGradients has no local gradient for this step: call groups.mark("
                     "batch_size) after backward() (and build DDPGradients before training)."
                 )
-            self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
+            self._read_update_dot()
             W = self.groups
             params, ns = zip(*self._norms.values())
             device = ns[0].device

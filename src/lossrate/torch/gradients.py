@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -215,12 +215,30 @@ def _preconditioned(
             yield p, g, P * scale if scale != 1.0 else P
 
 
+@overload
+def gradient_metrics(
+    model_or_params: nn.Module | Iterable[torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    groups: None = None,
+) -> GradStats: ...
+
+
+@overload
+def gradient_metrics(
+    model_or_params: nn.Module | Iterable[torch.Tensor],
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    groups: Any,
+) -> GradStats | None: ...
+
+
 def gradient_metrics(
     model_or_params: nn.Module | Iterable[torch.Tensor],
     optimizer: torch.optim.Optimizer | None = None,
     *,
     groups: Any = None,
-) -> GradStats:
+) -> GradStats | None:
     """||grad L||^2 and grad L^T P grad L of the gradients now stored in ``.grad``.
 
     Call after ``loss.backward()`` and before ``optimizer.step()`` (and before
@@ -232,17 +250,25 @@ def gradient_metrics(
     mode) or :class:`~lossrate.torch.DDPGradients` holding this step's group gradients; the
     result then also has the debiased norms and tr(Sigma_g) (see :class:`GradStats`), and
     ``groups`` is reset for the next step. Without it nothing beyond the two norms is done.
+    With a cadence (``groups`` built with ``every=N`` > 1) a step the groups do not measure
+    returns None and computes nothing, not even the two norms (the call is the skipped work;
+    pass the None on as the recorder's ``grad``); it only advances the groups to the next
+    step (and, before a measured step, copies the parameters for its ``update_dot``).
 
     Raises:
         InvalidArgumentError: no parameter has a gradient; an optimizer without a rule;
             ``groups`` of the wrong type, with fewer than 2 groups, or not adding up to
             ``.grad``.
     """
-    if groups is not None and not callable(getattr(groups, "_sums", None)):
-        raise InvalidArgumentError(
-            "groups must be a lossrate.torch.GradientGroups or DDPGradients, got "
-            f"{type(groups).__name__}."
-        )
+    if groups is not None:
+        if not callable(getattr(groups, "_sums", None)):
+            raise InvalidArgumentError(
+                "groups must be a lossrate.torch.GradientGroups or DDPGradients, got "
+                f"{type(groups).__name__}."
+            )
+        if not groups.measuring:  # a step the cadence skips: no norms at all
+            groups._skip()
+            return None
     grads = [p.grad for p in _params(model_or_params) if p.grad is not None]
     if not grads:
         raise InvalidArgumentError(

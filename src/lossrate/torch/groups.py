@@ -42,6 +42,22 @@ one more pass per mark; after a step whose ``.grad`` was read unchanged they are
 taken, so a rescale after such a step (one that happens only now and then) records that
 step's debiased columns as NaN (not measured) and turns the norms back on; a rescale on
 every step (Hugging Face's clipping, GradScaler) keeps them on.
+
+**Cadence** (``every=N``, opt-in; both classes). lossrate bins and smooths these columns, so
+they need not be measured at every step: with ``every=N`` only the optimizer steps whose
+index is a multiple of N are (the first, then one in N; the property ``measuring`` says
+whether the current one is). Steps are counted by reads, one ``gradient_metrics(...,
+groups=groups)`` call (or one ``reset()``) per optimizer step. An unmeasured step costs
+(almost) nothing: ``mark()`` only counts the group (no norm, no buffer), the parameter hooks
+return at once (no reference kept), DDPGradients' comm hook only all-reduces (as DDP's
+default hook does), and ``gradient_metrics(..., groups=groups)`` returns None without taking
+even the two plain norms: with a cadence the call itself is the work skipped, and the
+recorder gets ``grad=None`` (gradient columns NaN, no gradient_noise.csv row). A measured
+step costs what it costs with ``every=1`` and is checked and measured the same way, its
+``update_dot`` included: the read of the step just before it copies the parameters, and no
+other unmeasured step touches them. The standard errors and the smoothed noise scale of
+gradient_noise.csv (:mod:`lossrate.measured`) run over the measured rows, so their window
+spans N times as many steps.
 """
 
 from __future__ import annotations
@@ -57,7 +73,7 @@ import torch
 from torch import nn
 
 from .._errors import InvalidArgumentError
-from ._cadence import _UpdateDot
+from ._cadence import _Cadence, _check_every, _UpdateDot
 
 __all__ = ["DDPGradients", "GradientGroups"]
 
@@ -138,7 +154,7 @@ def _keep_increment(ref: Any, i: int, grad: torch.Tensor) -> None:
         groups._incoming[i] = grad
 
 
-class GradientGroups:
+class GradientGroups(_Cadence):
     """Micro-batch (or half-batch) gradients of one optimizer step (see the module).
 
     ``mark()`` costs one fused norm over the increments (kept by parameter hooks, no copy)
@@ -154,6 +170,8 @@ class GradientGroups:
         second_order: also measure ``update_dot`` (the previous update against this step's
             gradient, for lossrate.replay's second-order term): one copy of the parameters
             and about three passes over them per step; False leaves it NaN.
+        every: measure every ``every``-th optimizer step only, the first included (see the
+            module's *Cadence*); 1 measures every step.
     """
 
     def __init__(
@@ -162,7 +180,10 @@ class GradientGroups:
         *,
         population: int | None = None,
         second_order: bool = True,
+        every: int = 1,
     ) -> None:
+        self.every = _check_every(every)
+        self._step = 0
         self.params = _param_list(model_or_params)
         self.population = _check_population(population)
         self._update_dot = _UpdateDot()
@@ -188,14 +209,19 @@ class GradientGroups:
             p.register_hook(functools.partial(_keep_increment, ref, i))
             for i, p in enumerate(self.params)
         ]
-        self.reset()
+        self._clear()
 
     def __del__(self) -> None:
         for handle in getattr(self, "_handles", ()):
             handle.remove()
 
     def reset(self) -> None:
-        """Forget the marks of the current step."""
+        """Forget the marks of the current step and go on to the next (a step that is not read
+        counts towards the cadence as one that is)."""
+        self._step += 1
+        self._clear()
+
+    def _clear(self) -> None:
         self._tracking = False
         self._incoming = [None] * len(self.params)
         self._twice = False
@@ -249,8 +275,12 @@ class GradientGroups:
         The step's first mark takes ``.grad`` as the first group's increment; later marks
         take the increments autograd added to ``.grad`` since the previous mark (kept by the
         hooks, no copy), so a mark is one fused norm over the increments and ``.grad``
-        (plus, for a per-entry preconditioner, one fused multiply-add)."""
+        (plus, for a per-entry preconditioner, one fused multiply-add). On a step the cadence
+        does not measure it only counts the group."""
         b = _check_size(batch_size)
+        if not self.measuring:
+            self._sizes.append(b)
+            return
         if not self._sizes:
             self._first_mark(b)
             return
@@ -363,7 +393,7 @@ class GradientGroups:
                 self._track_grad = True
             else:
                 self._track_grad = False
-            self.update_dot = self._update_dot(self.params) if self.second_order else math.nan
+            self._read_update_dot()
             sizes = self._sizes
             B = float(sum(sizes))
             w = [b / B for b in sizes]

@@ -264,6 +264,11 @@ def test_a_member_far_from_the_others_at_the_horizon_loses_its_weight() -> None:
     close = {"a": member(2.80), "b": member(2.90), "c": member(2.70), "d": member(2.85)}
     combo = Combination("inverse", dict.fromkeys(close, 0.25), {}, {}, "w")
     assert _drop_outliers(combo, close, 100)[0] is combo
+    # nor one that lies a third below the others (within a factor 2): it may be the one law
+    # that follows a curve the others miss
+    apart = {"a": member(2.80), "b": member(2.82), "c": member(2.79), "low": member(1.9)}
+    combo = Combination("inverse", dict.fromkeys(apart, 0.25), {}, {}, "w")
+    assert _drop_outliers(combo, apart, 100)[0] is combo
 
 
 def test_a_prediction_barely_past_the_log_still_backtests() -> None:

@@ -28,6 +28,15 @@ They form chains in which every variant is the previous one plus one component:
   two halves              the opt-in two-half-batch mode's split alone: two backward passes
                           of 64 instead of one of 128
   +two-half               + recording, gradient metrics, 2 marks, group sums, update_dot
+  acc4 recorded, own copy acc4 recorded on a copy of the model, as the debiased variants train
+                          (the floor of the cadence rows: the loss recorded at every step)
+  +debiased acc4 every=k  +debiased acc4 with the measurement cadence GradientGroups(every=k)
+                          (``--cadence``, default 4 and 10): the debiased columns on every
+                          k-th step only, the loss recorded at every step; the others mark
+                          (a count), read (None, no norms) and log grad=None. Its chain gives
+                          the median step (an unmeasured one; at small k it leans towards the
+                          slower measured steps and the parameter copy before them) and the
+                          mean (the measured steps amortised: the figure that falls with k)
 
 Printed per chain: each variant's median CPU step (this thread's CPU time, robust on a
 shared machine), its ratio to the chain's base, the ratio of mean CPU steps (which adds the
@@ -43,12 +52,18 @@ With ``--ddp`` the same model is trained by 2 gloo processes (DistributedDataPar
 64 per rank), each timing: ddp (plain step), ddp +grads (recorded with gradient_metrics),
 ddp +debiased -2nd and ddp +debiased (DDPGradients: the per-parameter norms of the rank's
 gradient taken in the comm hook before the all-reduce, a copy only for a per-entry P, five
-numbers all-reduced per step), with ``--optimizer``'s optimizer; rank 0 prints the chain.
+numbers all-reduced per step), with ``--optimizer``'s optimizer, and ddp +debiased every=k
+(DDPGradients(every=k): the comm hook of an unmeasured step only all-reduces) beside ddp
+recorded (the wrapper and Recorder.log alone, the floor of the cadence rows: the loss is
+still recorded at every step); rank 0 prints the chains.
 Every debiased variant, here and above, trains its own copy of the model (the hooks of one
 GradientGroups or DDPGradients slow no other variant).
 
     python benchmarks/recorder_overhead.py [--model mlp] [--rounds 300] [--block 5] [--threads 1]
-        [--optimizer sgd] [--every 10] [--ddp]
+        [--optimizer sgd] [--every 10] [--cadence 4,10] [--chains loss,...] [--ddp]
+
+``--chains`` times only the named chains' variants (loss, lighter, accumulation, two-half,
+cadence; default all) to keep the slower CNN runs short.
 """
 
 from __future__ import annotations
@@ -81,7 +96,22 @@ def main() -> None:
     parser.add_argument(
         "--every", type=int, default=10, help="k of the lighter mode's rows (statistics every k)"
     )
+    parser.add_argument(
+        "--cadence",
+        default="4,10",
+        help="comma-separated k of the debiased rows measured every k-th step (groups every=k)",
+    )
+    parser.add_argument(
+        "--chains",
+        default=",".join(_CHAINS),
+        help=f"comma-separated chains to time (of {', '.join(_CHAINS)}; single process)",
+    )
     args = parser.parse_args()
+    args.cadence = [int(c) for c in args.cadence.split(",") if c.strip()]
+    args.chains = [c.strip() for c in args.chains.split(",") if c.strip()]
+    unknown = sorted(set(args.chains) - set(_CHAINS))
+    if unknown or any(c < 1 for c in args.cadence):
+        parser.error(f"--chains takes {', '.join(_CHAINS)}; --cadence integers >= 1")
     if args.ddp:
         ddp_main(args)
         return
@@ -142,10 +172,13 @@ def main() -> None:
         ("2nd", {}),
         ("-2nd", {"second_order": False}),
         ("two-half", {}),
+        *((f"every={c}", {"every": c}) for c in args.cadence),
+        ("own copy", None),
     ):
         net = _net(args.model)
         net.load_state_dict(model.state_dict())
-        debiased[key] = (net, make(net.parameters(), lr=1e-3), GradientGroups(net, **kw))
+        marks = GradientGroups(net, **kw) if kw is not None else None
+        debiased[key] = (net, make(net.parameters(), lr=1e-3), marks)
 
     def accumulated(parts: int, record: bool = False, grads: bool = False, groups=None) -> None:
         nonlocal step
@@ -183,6 +216,9 @@ def main() -> None:
         "two halves": lambda: accumulated(2),
         "+two-half": lambda: accumulated(2, True, True, "two-half"),
     }
+    variants["acc4 recorded, own copy"] = lambda: accumulated(4, True, False, "own copy")
+    for c in args.cadence:
+        variants[f"+debiased acc4 every={c}"] = lambda c=c: accumulated(4, True, True, f"every={c}")
     chains = [
         (
             "loss statistics and gradient metrics, batch 128",
@@ -213,8 +249,22 @@ def main() -> None:
                 "+two-half": "recorded + grads + 2 marks, group sums, update_dot",
             },
         ),
+        (
+            "measurement cadence: debiased acc4 on every k-th step only (mean: amortised)",
+            [
+                "acc4",
+                "acc4 recorded",
+                "acc4 recorded, own copy",
+                "+debiased acc4",
+                *(f"+debiased acc4 every={c}" for c in args.cadence),
+            ],
+            {},
+        ),
     ]
-    alone = _alone(model, x, y, plain_loss, args)
+    chains = [ch for key, ch in zip(_CHAINS, chains) if key in args.chains]
+    used = {name for _, names, _ in chains for name in names}
+    variants = {name: f for name, f in variants.items() if name in used}
+    alone = _alone(model, x, y, plain_loss, args) if "loss" in args.chains else None
     _time(variants, chains, args, f"{_NAMES[args.model]}, batch 128, {args.optimizer}", alone)
     rec.close()
     for path in run_dir.iterdir():
@@ -223,6 +273,8 @@ def main() -> None:
 
 
 _NAMES = {"mlp": "MLP 784-256-10", "cnn": "Fashion-MNIST CNN (32-64 conv, 128 hidden)"}
+#: the single-process chains, in the order main() builds them (--chains)
+_CHAINS = ("loss", "lighter", "accumulation", "two-half", "cadence")
 
 
 def _net(kind: str) -> nn.Module:
@@ -344,7 +396,9 @@ def _time(
             print(f"  {name:<30}{t * 1e6:>8.1f} us")
     print(
         "\ntargets: recorded <= 1.03, +grads <= 1.10 (to plain); +debiased acc4 and ddp "
-        "+debiased <= 1.10 (to acc4 / ddp); +two-half reported as it is"
+        "+debiased <= 1.10 (to acc4 / ddp); +two-half reported as it is; every=k rows: the "
+        "median is an unmeasured step, the mean amortises the measured ones (each costs what "
+        "an every=1 step does)"
     )
 
 
@@ -360,12 +414,15 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     nets = {}
-    for name in ("ddp", "ddp +grads", "ddp +debiased", "ddp +debiased -2nd"):
+    cadence = [f"ddp +debiased every={c}" for c in args.cadence]
+    names = ("ddp", "ddp recorded", "ddp +grads", "ddp +debiased", "ddp +debiased -2nd")
+    for name in (*names, *cadence):
         torch.manual_seed(0)
         nets[name] = nn.parallel.DistributedDataParallel(_net(args.model))
     all_groups = {
         "ddp +debiased": DDPGradients(nets["ddp +debiased"]),
         "ddp +debiased -2nd": DDPGradients(nets["ddp +debiased -2nd"], second_order=False),
+        **{n: DDPGradients(nets[n], every=c) for n, c in zip(cadence, args.cadence)},
     }
     make = torch.optim.SGD if args.optimizer == "sgd" else torch.optim.Adam
     opts = {k: make(m.parameters(), lr=1e-3) for k, m in nets.items()}
@@ -389,7 +446,7 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
         groups = all_groups.get(name)
         if groups is not None:
             groups.mark(64)
-        gs = gradient_metrics(model, opt, groups=groups)
+        gs = None if name == "ddp recorded" else gradient_metrics(model, opt, groups=groups)
         opt.step()
         rec.log(step=step, lr=1e-3, batch=crit.last, grad=gs)
         step += 1
@@ -404,7 +461,12 @@ def _ddp_worker(rank: int, port: int, args: argparse.Namespace) -> None:
                 "ddp +debiased -2nd": "comm-hook norms, mark, sums + 5-number all-reduce",
                 "ddp +debiased": "update_dot (second_order=True)",
             },
-        )
+        ),
+        (
+            "DDP measurement cadence: debiased on every k-th step only (mean: amortised)",
+            ["ddp", "ddp recorded", "ddp +grads", "ddp +debiased", *cadence],
+            {},
+        ),
     ]
     title = f"DDP, 2 gloo processes, {_NAMES[args.model]}, batch 64 per rank, {args.optimizer}"
     if rank == 0:

@@ -141,41 +141,34 @@ def test_a_step_reset_instead_of_read_before_a_measured_one_leaves_update_dot_na
     assert math.isfinite(got[3].update_dot)
 
 
-@pytest.mark.parametrize("bad", [0, -2, 2.0, True, "3", None])
-def test_a_bad_cadence_is_refused_naming_the_argument_and_the_fix(bad, tmp_path):
+def _step_log(tmp_path, **debias):
+    """The callbacks' shared step log, with the given debias options."""
     from lossrate.torch.callbacks import _StepLog
 
+    return _StepLog(
+        tmp_path,
+        None,
+        criterion=None,
+        gradients=True,
+        flush_every=50,
+        resume=False,
+        energy=None,
+        **debias,
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.0, True, "3", None])
+def test_a_bad_cadence_is_refused_naming_the_argument_and_the_fix(bad, tmp_path):
     with pytest.raises(InvalidArgumentError, match=r"every must be an integer >= 1") as err:
         GradientGroups(_net(), every=bad)
     assert repr(bad) in str(err.value) and "every=10" in str(err.value)
     with pytest.raises(InvalidArgumentError, match=r"debias_every must be an integer >= 1"):
-        _StepLog(
-            tmp_path,
-            None,
-            criterion=None,
-            gradients=True,
-            flush_every=50,
-            resume=False,
-            energy=None,
-            debias="accumulation",
-            debias_every=bad,
-        )
+        _step_log(tmp_path, debias="accumulation", debias_every=bad)
 
 
 def test_debias_every_needs_debias(tmp_path):
-    from lossrate.torch.callbacks import _StepLog
-
     with pytest.raises(InvalidArgumentError, match=r"debias_every=4 .* needs debias="):
-        _StepLog(
-            tmp_path,
-            None,
-            criterion=None,
-            gradients=True,
-            flush_every=50,
-            resume=False,
-            energy=None,
-            debias_every=4,
-        )
+        _step_log(tmp_path, debias_every=4)
 
 
 def _record(run_dir: Path, steps: int, every: int) -> None:
@@ -231,91 +224,6 @@ def test_a_run_recorded_every_4_steps_reads_replays_and_starts_the_fit(tmp_path)
     assert r.debiased and np.isfinite(r.loss).all() and np.isfinite(r.phi_hat).all()
     assert r.loss_second is None and r.loss_noise is not None
     assert r.error("loss")[0] < 0.5  # the measured rate accounts for the observed decrease
-
-
-def test_hf_callback_debias_every_records_the_measured_steps_of_every_step(tmp_path):
-    """HFCallback(debias="accumulation", debias_every=2) against a hand-written loop that
-    measures every step: the same gradient_noise.csv rows at steps 0, 2, 4; NaN gradient
-    columns at the other steps of trajectory.csv, whose loss columns are all there."""
-    transformers = pytest.importorskip("transformers")
-    from lossrate.measured import read_gradient_noise
-    from lossrate.torch.callbacks import HFCallback
-
-    n, micro, steps, lr = 32, 16, 6, 0.5
-    g = torch.Generator().manual_seed(3)
-    x, y = torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
-
-    def net() -> nn.Module:
-        torch.manual_seed(0)
-        return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
-
-    class HFNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = net()
-
-        def forward(self, x, labels=None):
-            return {"logits": self.net(x)}
-
-    class Dicts(torch.utils.data.Dataset):
-        def __len__(self):
-            return n
-
-        def __getitem__(self, i):
-            return {"x": x[i], "labels": y[i]}
-
-    callback = HFCallback(tmp_path / "hf", debias="accumulation", debias_every=2)
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"),
-        max_steps=steps,
-        per_device_train_batch_size=micro,
-        gradient_accumulation_steps=n // micro,
-        learning_rate=lr,
-        lr_scheduler_type="constant",
-        optim="sgd",
-        optim_args="momentum=0.5",
-        max_grad_norm=0.0,
-        train_sampling_strategy="sequential",
-        weight_decay=0.0,
-        report_to=[],
-        save_strategy="no",
-        logging_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        seed=0,
-    )
-    trainer = transformers.Trainer(
-        model=HFNet(),
-        args=args,
-        train_dataset=Dicts(),
-        compute_loss_func=callback.compute_loss,
-        callbacks=[callback],
-    )
-    trainer.train()
-    # the reference: every step measured, the same two micro-batches of 16
-    model, crit = net(), InstrumentedLoss("ce")
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.5)
-    groups = GradientGroups(model)
-    with Recorder(tmp_path / "ref") as rec:
-        for k in range(steps):
-            opt.zero_grad()
-            stats = []
-            for part, w in GradientGroups.split(n, n // micro):
-                (crit(model(x[part]), y[part]) * w).backward()
-                groups.mark(micro)
-                stats.append(crit.last)
-            gs = gradient_metrics(model, opt, groups=groups)
-            opt.step()
-            rec.log(step=k, lr=lr, batch=BatchStats.combine(stats), grad=gs)
-    got, ref = read_gradient_noise(tmp_path / "hf"), read_gradient_noise(tmp_path / "ref")
-    np.testing.assert_array_equal(got.step, [0, 2, 4])
-    for name in ("grad_sq_raw", "grad_sq", "pgrad_sq", "trace_sigma", "ptrace_sigma"):
-        np.testing.assert_allclose(getattr(got, name), getattr(ref, name)[::2], rtol=1e-5)
-    assert np.isnan(got.update_dot[0])
-    np.testing.assert_allclose(got.update_dot[1:], ref.update_dot[2::2], rtol=1e-4, atol=1e-9)
-    traj = lossrate.Trajectory.read(tmp_path / "hf" / "trajectory.csv")
-    assert np.isfinite(traj.loss).all() and np.isfinite(traj.residual_sq).all()
-    assert np.isfinite(traj.grad_sq[::2]).all() and np.isnan(traj.grad_sq[1::2]).all()
 
 
 # ------------------------------------------------------------------------------------ DDP

@@ -45,16 +45,16 @@ def _net():
     return nn.Sequential(nn.Linear(6, 10), nn.Tanh(), nn.Linear(10, 3))
 
 
-def _reference(run_dir, debias=False, parts=None):
-    """Full-batch SGD by hand; with ``debias`` the batch runs as the two micro-batches of
-    MICRO with GradientGroups (the same update), writing gradient_noise.csv; ``parts(step)``:
-    the (index, weight) of the groups instead (each of MICRO samples)."""
+def _reference(run_dir, debias=False, parts=None, steps=STEPS):
+    """Full-batch SGD by hand for ``steps`` steps; with ``debias`` the batch runs as the two
+    micro-batches of MICRO with GradientGroups (the same update), writing gradient_noise.csv;
+    ``parts(step)``: the (index, weight) of the groups instead (each of MICRO samples)."""
     model, (x, y) = _net(), _data()
     crit = InstrumentedLoss("ce", label_smoothing=0.05)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.5)
     groups = GradientGroups(model) if debias else None
     with Recorder(run_dir) as rec:
-        for k in range(STEPS):
+        for k in range(steps):
             opt.zero_grad()
             if debias:
                 stats = []
@@ -237,10 +237,10 @@ class _Dicts(Dataset):
         return {"x": self.x[i], "labels": self.y[i]}
 
 
-def _hf_train(tmp_path, callback, max_grad_norm=0.0):
+def _hf_train(tmp_path, callback, max_grad_norm=0.0, steps=STEPS):
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
-        max_steps=STEPS,
+        max_steps=steps,
         per_device_train_batch_size=MICRO,
         gradient_accumulation_steps=N // MICRO,
         learning_rate=LR,
@@ -297,3 +297,25 @@ def test_hf_callback_records_the_debiased_columns_and_carries_clipping_over(tmp_
     )
     with pytest.raises(InvalidArgumentError, match="DDP"):
         HFCallback(tmp_path / "x", debias="ddp")
+
+
+def test_hf_callback_debias_every_records_the_measured_steps_of_every_step(tmp_path):
+    """HFCallback(debias="accumulation", debias_every=2) against the hand-written loop that
+    measures every step: the same gradient_noise.csv rows at steps 0, 2, 4; NaN gradient
+    columns at the other steps of trajectory.csv, whose loss columns are all there."""
+    from lossrate.torch.callbacks import HFCallback
+
+    callback = HFCallback(
+        tmp_path / "hf", label_smoothing=0.05, debias="accumulation", debias_every=2
+    )
+    _hf_train(tmp_path, callback, steps=6)
+    _reference(tmp_path / "ref", debias=True, steps=6)
+    got, ref = read_gradient_noise(tmp_path / "hf"), read_gradient_noise(tmp_path / "ref")
+    np.testing.assert_array_equal(got.step, [0, 2, 4])
+    for name in ("grad_sq_raw", "grad_sq", "pgrad_sq", "trace_sigma", "ptrace_sigma"):
+        np.testing.assert_allclose(getattr(got, name), getattr(ref, name)[::2], rtol=1e-5)
+    assert np.isnan(got.update_dot[0])
+    np.testing.assert_allclose(got.update_dot[1:], ref.update_dot[2::2], rtol=1e-4, atol=1e-9)
+    traj = Trajectory.read(tmp_path / "hf" / "trajectory.csv")
+    assert np.isfinite(traj.loss).all() and np.isfinite(traj.residual_sq).all()
+    assert np.isfinite(traj.grad_sq[::2]).all() and np.isnan(traj.grad_sq[1::2]).all()

@@ -98,11 +98,12 @@ class _UpdateDot:
         self._valid = True
 
 
-def _check_every(every: Any) -> int:
+def _check_every(every: Any, name: str = "every") -> int:
+    """``every`` (the argument called ``name``) as a cadence: an integer >= 1."""
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise InvalidArgumentError(
-            f"every must be an integer >= 1, the cadence of the measured optimizer steps (1: "
-            f"every step, N: every N-th), got {every!r}; pass e.g. every=10."
+            f"{name} must be an integer >= 1, the cadence of the measured optimizer steps (1: "
+            f"every step, N: every N-th), got {every!r}; pass e.g. {name}=10."
         )
     return every
 

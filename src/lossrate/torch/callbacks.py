@@ -59,6 +59,7 @@ import torch
 
 from .._errors import InvalidArgumentError
 from ..trajectory import RunMeta
+from ._cadence import _check_every
 from .gradients import GradStats, gradient_metrics
 from .groups import DDPGradients, GradientGroups
 from .losses import BatchStats, InstrumentedLoss
@@ -97,11 +98,7 @@ class _StepLog:
             )
         if debias is not None and not gradients:
             raise InvalidArgumentError("debias needs gradients=True (it debiases those columns).")
-        if isinstance(debias_every, bool) or not isinstance(debias_every, int) or debias_every < 1:
-            raise InvalidArgumentError(
-                f"debias_every must be an integer >= 1 (measure every N-th optimizer step; 1: "
-                f"every step), got {debias_every!r}; pass e.g. debias_every=10."
-            )
+        _check_every(debias_every, "debias_every")
         if debias is None and debias_every != 1:
             raise InvalidArgumentError(
                 f"debias_every={debias_every} is the cadence of the debiased measurement and "

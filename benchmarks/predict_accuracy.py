@@ -154,18 +154,8 @@ def prefix_table(rows: list[EvalRow], ks: tuple[float, ...], long: tuple[str, ..
 
 
 def _read_rows(path: str) -> list[EvalRow]:
-    """The prefix-protocol rows of an EvalTable CSV (EvalTable.to_csv), typed again."""
-    import csv
-    import dataclasses
-
-    types = {f.name: str(f.type) for f in dataclasses.fields(EvalRow)}
-    convert = {"float": float, "int": lambda v: int(float(v)), "bool": lambda v: v == "True"}
-    out = []
-    with open(path, newline="", encoding="utf-8") as fh:
-        for rec in csv.DictReader(fh):
-            kw = {k: convert.get(types[k], str)(v) for k, v in rec.items()}
-            out.append(EvalRow(**kw))
-    return [r for r in out if r.protocol == "prefix"]
+    """The prefix-protocol rows of an EvalTable CSV (EvalTable.to_csv)."""
+    return [r for r in EvalTable.read_csv(path).rows if r.protocol == "prefix"]
 
 
 def _median(rs: list[EvalRow]) -> float:

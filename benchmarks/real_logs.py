@@ -14,10 +14,13 @@ Printed per group (library-schedule), and for the long-decay rows (cosine and WS
   Savitzky-Golay filter of order 1 on ln L, window 5 % of the held-out points, 5-51),
   in %, per model; ``auto`` beside the best single model of the group and their ratio;
 * the p90 of that error;
-* the 90 % interval's coverage of the held-out logged losses (median over runs).
+* the 90 % interval's coverage of the held-out logged losses (median over runs);
+* the oracle: the median over runs of the best single model on each run chosen with
+  hindsight, the least any rule that picks one model per run could reach, and its ratio to
+  the best single model of the group.
 
 Usage: python benchmarks/real_logs.py [--cache cache/real_logs] [--jobs 2] [--ks 0.25,0.5]
-[--models auto,ode,...] [--csv rows.csv]
+[--models auto,ode,...] [--csv rows.csv] [--tables-from rows.csv]
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def table(rows: list[EvalRow], runs: dict[str, SuiteRun], k: float, spans: dict)
         "[90 % coverage]; failed fits in brackets",
         f"{'group':<26}{'n':>3}  "
         + "".join(f"{m:>16}" for m in labels)
-        + f"{'best single':>22}{'auto/best':>10}",
+        + f"{'best single':>22}{'auto/best':>10}{'oracle':>8}{'oracle/best':>12}",
     ]
     for name, members in sets:
         cells, meds = [], {}
@@ -116,10 +119,12 @@ def table(rows: list[EvalRow], runs: dict[str, SuiteRun], k: float, spans: dict)
         best = min(singles, key=singles.__getitem__) if singles else "-"
         ratio = meds.get("auto", np.nan) / singles[best] if singles else np.nan
         best_txt = f"{best} {100 * singles[best]:.2f}" if singles else "-"
+        orc = _oracle([r for r in sub if r.run in members])
+        orc_ratio = orc / singles[best] if singles else np.nan
         lines.append(
             f"{name:<26}{len(members):>3}  "
             + "".join(f"{c:>16}" for c in cells)
-            + f"{best_txt:>22}{ratio:>10.2f}"
+            + f"{best_txt:>22}{ratio:>10.2f}{100 * orc:>8.2f}{orc_ratio:>12.2f}"
         )
     # p90 rows on the long-decay runs
     lines.append(
@@ -136,6 +141,19 @@ def table(rows: list[EvalRow], runs: dict[str, SuiteRun], k: float, spans: dict)
     return "\n".join(lines)
 
 
+def _oracle(rs: list[EvalRow]) -> float:
+    """Median over runs of the best single model's error on each run, chosen with hindsight:
+    the least any rule that picks one model per run could reach (a failed fit counts as
+    infinite)."""
+    per: dict[str, float] = {}
+    for r in rs:
+        if r.model == "auto":
+            continue
+        e = r.final_log_err if r.fit_ok and np.isfinite(r.final_log_err) else np.inf
+        per[r.run] = min(per.get(r.run, np.inf), e)
+    return float(np.median(list(per.values()))) if per else float("nan")
+
+
 def _p90(rs: list[EvalRow]) -> float:
     e = np.array([r.final_log_err for r in rs], dtype=float)
     e = np.where(np.isfinite(e), e, np.inf)
@@ -150,6 +168,12 @@ def main() -> None:
     ap.add_argument("--models", default="", help="comma-separated rows to run only")
     ap.add_argument("--only", default="", help="runs whose name contains this")
     ap.add_argument("--csv", default=None, help="also write every row to this CSV file")
+    ap.add_argument(
+        "--tables-from",
+        default=None,
+        metavar="CSV",
+        help="print the tables from the rows of an earlier --csv instead of fitting",
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     ks = tuple(float(k) for k in args.ks.split(","))
@@ -160,8 +184,12 @@ def main() -> None:
     for r in suite:
         rd = load(r)
         spans[r.name] = (int(rd.traj.step[0]), int(rd.traj.step[-1]))
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        rows = [row for rs in ex.map(_one, [(r, ks, only) for r in suite]) for row in rs]
+    if args.tables_from:
+        rows = [r for r in EvalTable.read_csv(args.tables_from).rows if r.run in runs]
+        ks = tuple(sorted({r.k for r in rows}))
+    else:
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
+            rows = [row for rs in ex.map(_one, [(r, ks, only) for r in suite]) for row in rs]
     print(f"Real-log suite: {len(suite)} runs read through read_log")
     for k in ks:
         print(table(rows, runs, k, spans))

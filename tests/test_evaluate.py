@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from lossrate import InvalidArgumentError, RunMeta, Schedule, Trajectory
 from lossrate._model import RunData
-from lossrate.evaluate import EvalTable, evaluate
+from lossrate.evaluate import EvalRow, EvalTable, evaluate
 from lossrate.fit import fit
 from lossrate.fitting.ode_models import ODE
 
@@ -72,6 +74,21 @@ def test_cross_protocol_predicts_unseen_runs_and_accepts_a_foreign_fitter(tmp_pa
     out = tmp_path / "rows.csv"
     tab.to_csv(str(out))
     assert out.read_text().count("\n") == 3
+    back = EvalTable.read_csv(str(out))
+    for a, b in zip(back.rows, tab.rows, strict=True):
+        for f in dataclasses.fields(EvalRow):
+            x, y = getattr(a, f.name), getattr(b, f.name)
+            assert type(x) is type(y), f.name
+            assert x == y or (isinstance(x, float) and np.isnan(x) and np.isnan(y)), f.name
+
+
+def test_read_csv_names_a_wrong_file(tmp_path) -> None:
+    with pytest.raises(InvalidArgumentError, match="not a file"):
+        EvalTable.read_csv(str(tmp_path / "missing.csv"))
+    other = tmp_path / "other.csv"
+    other.write_text("step,loss\n1,2.0\n")
+    with pytest.raises(InvalidArgumentError, match="lacks the column"):
+        EvalTable.read_csv(str(other))
 
 
 def test_failed_fits_become_rows_with_a_message() -> None:

@@ -127,6 +127,37 @@ class EvalTable:
             keys = [*by, "n", *METRICS, "failed"]
         return _table(keys, data)
 
+    @classmethod
+    def read_csv(cls, path: str) -> EvalTable:
+        """The table written by :meth:`to_csv` (or ``lossrate evaluate --csv``), typed again:
+        summaries and benchmark tables can be re-made without refitting."""
+        from pathlib import Path
+
+        names = {f.name: str(f.type) for f in fields(EvalRow)}
+        convert: dict[str, Callable[[str], Any]] = {
+            "float": float,
+            "int": lambda v: int(float(v)),
+            "bool": lambda v: v == "True",
+        }
+        file = Path(path)
+        if not file.is_file():
+            raise InvalidArgumentError(
+                f"path {str(path)!r} is not a file; give a CSV written by to_csv."
+            )
+        rows = []
+        with file.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = set(names) - {"message", "smooth_window"} - set(reader.fieldnames or ())
+            if missing:
+                raise InvalidArgumentError(
+                    f"path {str(path)!r} lacks the column(s) {sorted(missing)}; give a CSV "
+                    "written by EvalTable.to_csv."
+                )
+            for rec in reader:
+                kw = {k: convert.get(names[k], str)(v) for k, v in rec.items() if k in names}
+                rows.append(EvalRow(**kw))
+        return cls(tuple(rows))
+
     def to_csv(self, path: str | None = None) -> str:
         """Every row as CSV (written to ``path`` when given); returns the text."""
         buf = io.StringIO()

@@ -271,6 +271,55 @@ def test_a_member_far_from_the_others_at_the_horizon_loses_its_weight() -> None:
     assert _drop_outliers(combo, apart, 100)[0] is combo
 
 
+def test_a_law_that_leaves_the_first_steps_carries_no_weight_before_it_joins_the_log() -> None:
+    from types import SimpleNamespace
+
+    from lossrate.auto._members import joins
+    from lossrate.auto._result import AutoModel
+
+    sch = Schedule.constant(0.1, 401)
+    steps = np.arange(1, 401)
+    truth = 1.0 + 2.0 * np.exp(-steps / 80.0)
+    run = RunData(Trajectory.from_arrays(truth, step=steps, lr=sch.lr[steps]), sch)
+
+    class Law:
+        def __init__(self, f) -> None:
+            self.f = f
+
+        def curve(self, theta, run, s):
+            return self.f(np.asarray(s, dtype=float))
+
+    def on_log(s):  # the truth itself
+        return 1.0 + 2.0 * np.exp(-s / 80.0)
+
+    def power(s):  # matches the truth from step 100 on, infinite at S = 0 and far above before
+        return np.where(s < 100, on_log(s) * (100.0 / np.maximum(s, 1e-9)) ** 0.5, on_log(s))
+
+    good = SimpleNamespace(model=Law(on_log), theta=lambda: {})
+    bad = SimpleNamespace(model=Law(power), theta=lambda: {})
+    log = np.log(truth)
+    assert joins(good, run, log) is None
+    start = joins(bad, run, log)
+    # the power law is more than 10 % above the log while (100 / s)^0.5 > 1.1, s < 82.6
+    assert start == 83
+    members = (("good", 0.5, good.model, {}), ("power", 0.5, bad.model, {}))
+    pooled = AutoModel(members, {"power": start})
+    alone = AutoModel(members)
+    at = np.array([0, 1, 10, 50, 82, 83, 150, 400, 800])
+    p, q = pooled.curve({}, run, at), alone.curve({}, run, at)
+    early = at < start
+    # before the law joins, the pooled curve is the law that follows the log
+    np.testing.assert_allclose(p[early], on_log(at[early]))
+    # from its start on (and in every prediction past the log) both laws carry their weight
+    np.testing.assert_allclose(p[~early], q[~early])
+    np.testing.assert_allclose(
+        p[~early], np.sqrt(on_log(at[~early]) * power(at[~early].astype(float)))
+    )
+    # where no member has started, every finite member counts (no gap in the curve)
+    only = AutoModel((("power", 1.0, bad.model, {}),), {"power": start})
+    np.testing.assert_allclose(only.curve({}, run, np.array([10.0])), power(np.array([10.0])))
+
+
 def test_a_prediction_barely_past_the_log_still_backtests() -> None:
     traj, sch, _ = _power_run()
     af = fit_auto(traj, schedule=sch, models="power_S,exponential")  # the schedule ends 1 step on

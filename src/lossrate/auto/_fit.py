@@ -33,7 +33,7 @@ from ._backtest import plan_backtests, plan_transfer_tests, point_prediction
 from ._calibrate import calibrate
 from ._candidates import DECAY_SHARE, Candidate, candidates
 from ._combine import combine
-from ._members import at_horizon, drop_outliers, implausible, pooled_floor
+from ._members import at_horizon, drop_outliers, implausible, joins, pooled_floor
 from ._pool import check_jobs, run_tasks
 from ._result import AutoFit, AutoModel
 
@@ -255,7 +255,8 @@ def fit_auto(
         tuple(
             (m, w, members[m].model, members[m].theta())
             for m, w in sorted(combo.weights.items(), key=lambda kv: -kv[1])
-        )
+        ),
+        {m: j for m in combo.weights if (j := joins(members[m], frun, smooth_log)) is not None},
     )
     notes = [
         f"fitted on {traj.n} points"

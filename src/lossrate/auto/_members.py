@@ -11,7 +11,14 @@ from .._model import RunData
 from ..fitting.engine import Fit
 from ._combine import Combination
 
-__all__ = ["at_horizon", "drop_outliers", "implausible", "member_floor", "pooled_floor"]
+__all__ = [
+    "at_horizon",
+    "drop_outliers",
+    "implausible",
+    "joins",
+    "member_floor",
+    "pooled_floor",
+]
 
 
 def member_floor(f: Fit) -> float | None:
@@ -128,3 +135,32 @@ def pooled_floor(members: Mapping[str, Fit], weights: Mapping[str, float]) -> fl
             return 0.0
         total += w * float(np.log(f))
     return float(np.exp(total))
+
+
+#: a member is off the log where its ln L is further than this from the smoothed log (or 3
+#: robust sds of its residuals, when larger)
+_OFF_LOG = float(np.log(1.1))
+
+
+def joins(f: Fit, run: RunData, smooth_log: np.ndarray) -> int | None:
+    """The fitted step from which ``f``'s curve follows the log: the first step after the
+    last one in the first half of the fitted steps where its ln L lies further than
+    max(ln 1.1, 3 robust sds of its residuals) from the smoothed log ``smooth_log`` (the
+    first fitted step when there is none). A law fitted robustly to the later steps may
+    leave the first ones (a power law in the lr sum is infinite at S = 0 and starts far
+    above them: 5.7 where 2.25 was logged, on a synthetic run); off the log later in the
+    prefix is the law's misfit, which its backtests weigh. None when the law follows the
+    log from its first step (it then holds before it as well)."""
+    step = run.traj.step
+    with np.errstate(all="ignore"):
+        r = np.log(np.asarray(f.model.curve(f.theta(), run, step), dtype=float)) - smooth_log
+    finite = np.isfinite(r)
+    scale = (
+        1.4826 * float(np.median(np.abs(r[finite] - np.median(r[finite])))) if finite.any() else 0.0
+    )
+    off = ~finite | (np.abs(r) > max(_OFF_LOG, 3.0 * scale))
+    off &= step <= step[0] + 0.5 * (step[-1] - step[0])
+    if not off.any():
+        return None
+    last = int(np.flatnonzero(off)[-1])
+    return int(step[min(last + 1, step.size - 1)])

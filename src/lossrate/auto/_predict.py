@@ -121,7 +121,7 @@ def _plausible_under(afit: AutoFit, rd: RunData, sn: int, end: int, warnings: li
     kept = [(lb, w, m, t) for lb, w, m, t in members if lb not in bad]
     total = sum(w for _lb, w, _m, _t in kept)
     warnings.extend(f"{lb} is not weighed under this schedule: {why}" for lb, why in bad.items())
-    model = AutoModel(tuple((lb, w / total, m, t) for lb, w, m, t in kept))
+    model = AutoModel(tuple((lb, w / total, m, t) for lb, w, m, t in kept), afit.model.starts)  # type: ignore[attr-defined]
     return dataclasses.replace(afit, model=model)
 
 

@@ -27,6 +27,9 @@ class AutoModel(CurveModel):
 
     name: ClassVar[str] = "auto"
     members: tuple[tuple[str, float, CurveModel, Mapping[str, float]], ...] = ()
+    #: per member, the step from which its curve follows the fitted steps (see
+    #: :func:`~lossrate.auto._members.joins`); before it the member carries no weight
+    starts: Mapping[str, int] = field(default_factory=dict)
 
     def params(self, run: RunData) -> Sequence[Param]:
         return ()
@@ -36,15 +39,26 @@ class AutoModel(CurveModel):
 
     def curve(self, theta: Mapping[str, float], run: RunData, steps: np.ndarray) -> np.ndarray:
         """The weighted mean of ln L_m, renormalised over the members finite at each step (a
-        law in the lr sum is infinite at S = 0; the others still say what the loss is)."""
-        total = np.zeros(np.shape(steps))
-        weight = np.zeros(np.shape(steps))
+        law in the lr sum is infinite at S = 0; the others still say what the loss is) and,
+        where some do, over the members that follow the log there (``starts``: a power law
+        in the lr sum fitted to the later steps starts far above the first ones). Where no
+        member has started, every finite member counts."""
+        steps = np.asarray(steps)
+        total = np.zeros(steps.shape)
+        weight = np.zeros(steps.shape)
+        early_total = np.zeros(steps.shape)
+        early_weight = np.zeros(steps.shape)
         with np.errstate(all="ignore"):
-            for _label, w, model, th in self.members:
+            for label, w, model, th in self.members:
                 lm = np.log(np.asarray(model.curve(th, run, steps), dtype=float))
                 ok = np.isfinite(lm)
-                total = total + np.where(ok, w * lm, 0.0)
-                weight = weight + np.where(ok, w, 0.0)
+                on = ok & (steps >= self.starts.get(label, -np.inf))
+                total = total + np.where(on, w * lm, 0.0)
+                weight = weight + np.where(on, w, 0.0)
+                early_total = early_total + np.where(ok, w * lm, 0.0)
+                early_weight = early_weight + np.where(ok, w, 0.0)
+            total = np.where(weight > 0, total, early_total)
+            weight = np.where(weight > 0, weight, early_weight)
             return np.where(weight > 0, np.exp(total / np.where(weight > 0, weight, 1.0)), np.inf)
 
     def describe(self) -> str:

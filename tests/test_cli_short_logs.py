@@ -43,7 +43,9 @@ def test_predict_on_a_log_without_backtests_says_so_and_hides_infinite_rows(
     assert doc["step"][0] == 0 and len(doc["step"]) == 6001
 
 
-def test_floor_the_fitted_laws_disagree_on_is_reported_as_not_identified(capsys, tmp_path) -> None:
+def test_floor_the_fitted_laws_disagree_on_is_reported_as_not_identified(
+    capsys, tmp_path, monkeypatch
+) -> None:
     log = _short_log(tmp_path / "short.csv")
     assert main(["floor", str(log), "-q", "--json"]) == EXIT_OK
     doc = json.loads(capsys.readouterr().out)
@@ -54,6 +56,20 @@ def test_floor_the_fitted_laws_disagree_on_is_reported_as_not_identified(capsys,
     assert main(["floor", str(log), "-q"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "loss floor: not identified by this log: the fitted laws put it between" in out
+    # nor is it drawn as a line with one number on the report's loss figure
+    import lossrate.report as report
+
+    drawn = []
+    real = report.loss_figure
+
+    def spy(*args, **kwargs):
+        drawn.append(kwargs.get("floor"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "loss_figure", spy)
+    out_dir = tmp_path / "report"
+    assert main(["report", str(log), "--out", str(out_dir), "--until", "1", "-q"]) == EXIT_OK
+    assert drawn == [None] and (out_dir / "report.html").is_file()
 
 
 def test_a_floor_the_laws_agree_on_is_printed_as_a_number() -> None:

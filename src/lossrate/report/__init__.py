@@ -258,7 +258,8 @@ def write_report(
         prediction,
         closure=closure,
         peers=peers,
-        floor=headline.floor,
+        # a floor the laws put decades apart is no line to draw (the page says so)
+        floor=None if headline.floor_unidentified else headline.floor,
         target=headline.target,
     )
     all_warnings = [*warnings, *skipped]

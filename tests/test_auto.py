@@ -320,6 +320,30 @@ def test_a_law_that_leaves_the_first_steps_carries_no_weight_before_it_joins_the
     np.testing.assert_allclose(only.curve({}, run, np.array([10.0])), power(np.array([10.0])))
 
 
+def test_the_upper_edge_stays_at_the_loss_reached_while_the_lr_does_not_rise() -> None:
+    from lossrate.metrics import smoothed
+
+    traj, sch, _ = _power_run(sd=0.05, seed=3)
+    af = lr.fit(traj.prefix(0.25), schedule=sch)
+    steps = traj.step
+    pred = lr.predict(af, steps)
+    reached = smoothed(af.run.traj.loss)[-1]
+    ahead = steps > af.run.traj.step[-1]
+    cap = np.maximum(reached, pred.loss)
+    assert np.all(pred.mean_upper[ahead] <= cap[ahead] * (1 + 1e-12))
+    # the cap binds: the calibrated half-width alone would put the edge above the loss reached
+    rho = (steps[-1] - steps[0]) / (af.run.traj.step[-1] - steps[0])
+    assert af.calibration.halfwidth(np.array([rho]), 0.9)[0] > np.log(reached / pred.loss[-1])
+    # the interval of a logged loss still adds the observation noise above it
+    assert pred.upper[-1] > pred.mean_upper[-1]
+    # an lr raised after the cut (another warm-up) may raise the loss: no cap there
+    n = sch.n_steps
+    rewarm = Schedule(np.where(np.arange(n) > 1000, 0.3, 0.1), name="rewarm")
+    other = lr.predict(af, steps, schedule=rewarm)
+    late = steps > 1000
+    assert np.any(other.mean_upper[late] > np.maximum(reached, other.loss[late]) * 1.001)
+
+
 def test_a_prediction_barely_past_the_log_still_backtests() -> None:
     traj, sch, _ = _power_run()
     af = fit_auto(traj, schedule=sch, models="power_S,exponential")  # the schedule ends 1 step on

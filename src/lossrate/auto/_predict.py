@@ -13,6 +13,7 @@ from .._model import RunData
 from .._results import Prediction
 from ..fitting.intervals import z_quantile
 from ..fitting.predict import predict, prediction_steps
+from ..metrics import smoothed
 from ..schedule import Schedule, continues
 from ._candidates import DECAY_SHARE
 from ._members import implausible
@@ -36,8 +37,10 @@ def predict_auto(
 
     ln L(s) = sum_m w_m ln L_m(s). Half-width of the mean curve on either side: the wider of
     the members' own (their parameter draws, weighted alike) and the calibrated
-    h(rho) = q ln rho, rho = (s - s0)/(sn - s0) (:mod:`._calibrate`); the interval of an
-    observed loss adds z * noise_raw in quadrature.
+    h(rho) = q ln rho, rho = (s - s0)/(sn - s0) (:mod:`._calibrate`); past the cut, while
+    the lr does not rise above its value there, the upper edge stays at the loss the log
+    reached (:func:`_no_rise`). The interval of an observed loss adds z * noise_raw in
+    quadrature.
     """
     if afit.run is None or afit.combination is None or afit.calibration is None:
         raise InvalidArgumentError("this AutoFit carries no run; refit it with lossrate.fit.")
@@ -81,6 +84,7 @@ def predict_auto(
     best = np.where(finite, best, 0.0)
     h_lo, h_hi = _lr_extrapolation(afit, rd, steps, best, h_lo, h_hi)
     best, h_lo, more = _decay_sanity(afit, rd, steps, best, h_lo, sn)
+    h_hi = _no_rise(afit, rd, steps, best, h_hi, sn)
     best = np.where(finite, best, raw)
     h_lo = np.where(finite, h_lo, 0.0)
     h_hi = np.where(finite, h_hi, 0.0)
@@ -180,6 +184,30 @@ def _decay_sanity(
             "Give earlier runs that decayed (--prior) to narrow it."
         )
     return best, h_lo, notes
+
+
+def _no_rise(
+    afit: AutoFit, rd: RunData, steps: np.ndarray, best: np.ndarray, h_hi: np.ndarray, sn: int
+) -> np.ndarray:
+    """The upper edge of the mean curve past the cut, while the lr never rises above its
+    value at the cut, stays at or below the loss the log had reached there (its smoothed
+    value at the last fitted step), or at the prediction where that is higher: every model
+    of the family has dL/dt <= 0, so an edge above it is no law's answer (the calibrated
+    h(rho), symmetric in ln L, put the edge of a Hugging Face GPT-2 run's prediction 30 %
+    above the loss at the cut). Observation noise still widens the interval of a logged
+    loss. A what-if that changes the lr before the cut is another run: no cap."""
+    ahead = steps > sn
+    sched = rd.schedule
+    if afit.run is None or afit.lr_cut <= 0 or not ahead.any():
+        return h_hi
+    if not continues(afit.run.schedule, sched, min(sn, sched.n_steps - 1)):
+        return h_hi
+    traj = afit.run.traj
+    reached = float(np.log(smoothed(traj.loss)[-1]))
+    lr = sched.at(np.clip(steps, 0, sched.n_steps - 1))
+    held = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= afit.lr_cut * (1 + 1e-9))
+    room = np.maximum(reached, best) - best
+    return np.where(held & np.isfinite(best), np.minimum(h_hi, room), h_hi)
 
 
 #: members whose backtest score is within this factor of the best one are credible

@@ -381,3 +381,17 @@ def test_lossrate_train_records_the_debiased_columns_with_gradient_groups(tmp_pa
     assert not (tmp_path / "plain" / "gradient_noise.csv").exists()
     with pytest.raises(InvalidArgumentError, match="gradient_groups"):
         cfg.override({"train.gradient_groups": 1})
+    # a cadence: steps 0 and 3 split and measured, the others one backward pass; the
+    # measured rows are those of the run measured at every step, the raw norms are complete
+    cadence = cfg.override({"train.gradient_groups": 2, "train.gradient_groups_every": 3})
+    run_experiment(cadence, tmp_path / "cadence")
+    every3 = Trajectory.read(tmp_path / "cadence" / "trajectory.csv")
+    np.testing.assert_allclose(every3.loss, plain.loss, rtol=1e-5)
+    np.testing.assert_allclose(every3.grad_sq, plain.grad_sq, rtol=1e-4)
+    sparse = read_gradient_noise(tmp_path / "cadence")
+    np.testing.assert_array_equal(sparse.step, [0, 3])
+    for name in ("grad_sq_raw", "grad_sq", "pgrad_sq", "trace_sigma"):
+        a, b = getattr(sparse, name), getattr(noise, name)[[0, 3]]
+        np.testing.assert_allclose(a, b, rtol=1e-4, err_msg=name)
+    with pytest.raises(InvalidArgumentError, match="gradient_groups_every"):
+        cfg.override({"train.gradient_groups_every": 0})

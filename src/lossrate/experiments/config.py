@@ -285,10 +285,14 @@ class TrainConfig:
     # 0 = off; k >= 2 runs each batch as k parts (k backward passes, the same update) and
     # writes the debiased gradient norms and tr(Sigma_g) to gradient_noise.csv (2: two halves)
     gradient_groups: int = 0
+    # with gradient_groups: split and measure every this many steps only (the first included);
+    # the other steps run one backward pass and record the raw gradient norms
+    gradient_groups_every: int = 1
 
     def __post_init__(self) -> None:
         _at_least("train.steps", self.steps, 1)
         _at_least("train.kernel_samples", self.kernel_samples, 1)
+        _at_least("train.gradient_groups_every", self.gradient_groups_every, 1)
         if self.gradient_groups == 1:
             _fail("train.gradient_groups", 1, "must be 0 (off) or >= 2 (the parts of a batch).")
         for key in ("batch_size", "eval_every", "eval_size", "checkpoint_every", "kernel_every",

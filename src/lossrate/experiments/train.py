@@ -218,7 +218,11 @@ def train(
         check_shares(cfg, world, n)
     share = slice(rank * batch // world, (rank + 1) * batch // world)
     # train.gradient_groups: each batch in parts, for the debiased gradient columns
-    groups = GradientGroups(model, population=n) if tc.gradient_groups else None
+    groups = (
+        GradientGroups(model, population=n, every=tc.gradient_groups_every)
+        if tc.gradient_groups
+        else None
+    )
     parts = GradientGroups.split(batch, tc.gradient_groups) if groups is not None else []
 
     # Data order: a fresh permutation of the training set each epoch, from a seeded generator.
@@ -285,7 +289,7 @@ def train(
             meter.step_energy()  # this step's energy count starts here (the test loss is left out)
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            if groups is None:
+            if groups is None or not groups.measuring:  # (a step the cadence skips)
                 loss = crit(net(xb), yb)
                 loss.backward()
                 stats = crit.last
@@ -298,6 +302,8 @@ def train(
                     part_stats.append(crit.last)
                 stats = BatchStats.combine(part_stats)
             grads = gradient_metrics(model, optimizer, groups=groups)
+            if grads is None:  # unmeasured by the cadence: the raw norms still
+                grads = gradient_metrics(model, optimizer)
             k_sq = None
             if tc.kernel_every and k % tc.kernel_every == 0:
                 k_sq = kernel_trace(model, xb, optimizer=optimizer, max_samples=tc.kernel_samples)

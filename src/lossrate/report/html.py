@@ -218,7 +218,9 @@ def _auto_section(fit: Any) -> str:
         "log of its horizon ratio, is pooled over the backtests; its 90 % quantile (times "
         "1 + 1/n for n backtests) scales ln(horizon ratio) into the half-width of the model "
         "curve, widened further where the models disagree about lrs the run never used and "
-        f"where a decay's gain was never seen; observation noise is added on top. {_e(cal)}.</p>"
+        "where a decay's gain was never seen; past the cut, while the lr does not rise, its "
+        "upper edge stays at the loss the log reached (no law of the family lets the loss "
+        f"rise); observation noise is added on top. {_e(cal)}.</p>"
     )
 
 

@@ -47,6 +47,19 @@ def test_a_target_the_log_already_reached_is_read_from_the_log() -> None:
     assert h.time_to_target == pytest.approx(0.1 * (hit - int(traj.step[0])))
     assert h.energy_to_target_j == pytest.approx(2.0 * h.steps_to_target)
     assert "read from the log" in a.text()
+    # reached after the fitted steps: the fit's own crossing is given beside it, the first
+    # step where the prediction (the schedule's lr, 0.1, continued) is at or below the target
+    cut = int(traj.prefix(0.3).step[-1])
+    assert hit > cut
+    steps = np.arange(cut + 1, 200_001)  # the law's floor, 0.497, lies just under the target
+    curve = predict(a.fit, steps, schedule=Schedule.constant(0.1, 200_001)).loss
+    first = int(steps[np.flatnonzero(curve <= target)[0]])
+    assert h.predicted_steps_to_target == first - int(traj.step[0])
+    assert f"predicted from the fitted steps: {first - 1:,} steps" in a.text()
+    assert a.headline.to_dict()["predicted_steps_to_target"] == first - 1
+    # a target reached inside the fitted steps is only read from the log
+    early = analyze(traj, model="power_S", until=0.3, target=1.5, bootstrap=0).headline
+    assert early.target_source == "log" and early.predicted_steps_to_target is None
 
 
 def test_a_what_if_decay_never_predicts_a_higher_loss_than_no_decay() -> None:

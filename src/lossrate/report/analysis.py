@@ -345,7 +345,8 @@ def _target_numbers(
       above it does not describe the later run, which the notes say plainly.
     * A target the smoothed log already reached is read from the log: the first step where
       the smoothed loss is at or below it, the lr sum to there and the energy logged to
-      there.
+      there. When it reached it after the fitted steps (a prediction checked against the
+      rest of the log), the fit's own crossing is given beside it.
     * Otherwise the fitted curve is followed past the log (its schedule continued at the
       last lr, up to 10 million steps) to the first step where it reaches the target; a
       target at or below the floor is never reached.
@@ -394,6 +395,10 @@ def _target_numbers(
             f"the log already reached the target {target:.4g} (smoothed loss) at step {s_hit}: "
             "steps, time and energy to it are read from the log."
         )
+        end = _fitted_end(f)
+        if end is not None and s_hit > end:
+            s_pred = _crossing(f, target, first)
+            out["predicted_steps_to_target"] = s_pred - first if math.isfinite(s_pred) else math.inf
     elif out.get("floor") is not None and target <= out["floor"]:
         out["target_source"] = "model"
         out["steps_to_target"] = math.inf
@@ -442,6 +447,16 @@ def _energy_to(traj: Trajectory, energy: Any, first: int, steps: int) -> float:
     if ok[inside].all() and inside.sum() == steps:
         return float(col[inside].sum())
     return float(np.mean(col[ok])) * steps
+
+
+def _fitted_end(f: FitResult) -> int | None:
+    """The last step the fit saw (None when it carries no run)."""
+    from ..auto import AutoFit
+
+    if isinstance(f, AutoFit) and f.run is not None:
+        return int(f.run.traj.step[-1])
+    runs = getattr(f, "runs", ())
+    return int(runs[0].traj.step[-1]) if runs else None
 
 
 def _crossing(f: FitResult, target: float, first: int) -> float:

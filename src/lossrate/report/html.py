@@ -141,9 +141,13 @@ def _target_cards(h: Headline) -> list[str]:
     if math.isinf(h.time_to_target):
         return [_card(f"steps to {what}", "never", "the target is at or below the floor")]
     steps = "—" if h.steps_to_target is None else f"{h.steps_to_target:,.0f}"
-    cards = [
-        _card(f"steps to {what}", _e(steps), _e(f"intrinsic time Σ lr = {_num(h.time_to_target)}"))
-    ]
+    sub = f"intrinsic time Σ lr = {_num(h.time_to_target)}"
+    if h.predicted_steps_to_target is not None:  # read from the held-out log: the check
+        p = h.predicted_steps_to_target
+        sub += "; read from the log; predicted from the fitted steps: " + (
+            f"{p:,.0f}" if math.isfinite(p) else "not reached"
+        )
+    cards = [_card(f"steps to {what}", _e(steps), _e(sub))]
     if h.energy_to_target_j is None:
         cards.append(_card(f"energy to {what}", "—", "not computed (see the notes)"))
     else:

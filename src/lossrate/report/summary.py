@@ -70,6 +70,9 @@ class Headline:
         target_source: "log" (the log already reached the target) or "model".
         time_to_target: intrinsic time (sum of learning rates) to reach ``target``.
         steps_to_target: optimizer steps to reach ``target`` under the run's schedule.
+        predicted_steps_to_target: when the log reached ``target`` after the fitted steps,
+            the steps the fit predicted (inf: not within the planning cap), to compare with
+            ``steps_to_target`` read from the log; else None.
         energy_to_target_j: energy to reach ``target``, joules.
         energy_source: where the per-step energy came from ("rapl", "nvml", "estimate", ...).
         energy_is_estimate: True unless the energy was measured by a meter.
@@ -90,6 +93,7 @@ class Headline:
     target_source: str | None = None
     time_to_target: float | None = None
     steps_to_target: float | None = None
+    predicted_steps_to_target: float | None = None
     energy_to_target_j: float | None = None
     energy_source: str | None = None
     energy_is_estimate: bool = True
@@ -189,6 +193,13 @@ def _target_text(h: Headline) -> str:
             f"{h.steps_to_target:,.0f} steps"
             if np.isfinite(h.steps_to_target)
             else "not within the schedule"
+        )
+    if h.predicted_steps_to_target is not None:
+        p = h.predicted_steps_to_target
+        parts.append(
+            f"predicted from the fitted steps: {p:,.0f} steps"
+            if np.isfinite(p)
+            else "predicted from the fitted steps: not reached"
         )
     if h.energy_to_target_j is not None and np.isfinite(h.energy_to_target_j):
         kind = "estimate" if h.energy_is_estimate else "measured rate"

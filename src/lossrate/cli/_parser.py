@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "demo",
-        "train a wide MLP on 5k real MNIST digits, fit auto on 40 % of the steps, "
+        "train a wide MLP on 4,000 real MNIST digits, fit auto on 40 % of the steps, "
         "predict the rest and write a report folder",
         _DEMO_EPILOG,
         _cmd_demo,

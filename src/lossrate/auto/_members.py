@@ -145,8 +145,7 @@ _OFF_LOG = float(np.log(1.1))
 def joins(f: Fit, run: RunData, smooth_log: np.ndarray) -> int | None:
     """The fitted step from which ``f``'s curve follows the log: the first step after the
     last one in the first half of the fitted steps where its ln L lies further than
-    max(ln 1.1, 3 robust sds of its residuals) from the smoothed log ``smooth_log`` (the
-    first fitted step when there is none). A law fitted robustly to the later steps may
+    max(ln 1.1, 3 robust sds of its residuals) from the smoothed log ``smooth_log``. A law fitted robustly to the later steps may
     leave the first ones (a power law in the lr sum is infinite at S = 0 and starts far
     above them: 5.7 where 2.25 was logged, on a synthetic run); off the log later in the
     prefix is the law's misfit, which its backtests weigh. None when the law follows the

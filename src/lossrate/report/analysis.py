@@ -395,8 +395,8 @@ def _target_numbers(
             f"the log already reached the target {target:.4g} (smoothed loss) at step {s_hit}: "
             "steps, time and energy to it are read from the log."
         )
-        end = _fitted_end(f)
-        if end is not None and s_hit > end:
+        fitted = _fitted(f)
+        if fitted is not None and s_hit > int(fitted[2].traj.step[-1]):
             s_pred = _crossing(f, target, first)
             out["predicted_steps_to_target"] = s_pred - first if math.isfinite(s_pred) else math.inf
     elif out.get("floor") is not None and target <= out["floor"]:
@@ -449,28 +449,23 @@ def _energy_to(traj: Trajectory, energy: Any, first: int, steps: int) -> float:
     return float(np.mean(col[ok])) * steps
 
 
-def _fitted_end(f: FitResult) -> int | None:
-    """The last step the fit saw (None when it carries no run)."""
+def _fitted(f: FitResult) -> tuple[Any, dict[str, float], Any] | None:
+    """The model, parameters and (first) run of a fit (None when it carries no run)."""
     from ..auto import AutoFit
 
     if isinstance(f, AutoFit) and f.run is not None:
-        return int(f.run.traj.step[-1])
+        return f.model, {}, f.run
     runs = getattr(f, "runs", ())
-    return int(runs[0].traj.step[-1]) if runs else None
+    return (f.model, f.theta(), runs[0]) if runs else None  # type: ignore[attr-defined]
 
 
 def _crossing(f: FitResult, target: float, first: int) -> float:
     """The first step at which the fitted curve reaches ``target`` (the schedule continued at
     its last lr; inf beyond the planning cap)."""
-    from ..auto import AutoFit
-
-    if isinstance(f, AutoFit) and f.run is not None:
-        model, theta, run = f.model, {}, f.run
-    else:
-        runs = getattr(f, "runs", ())
-        if not runs:
-            return math.inf
-        model, theta, run = f.model, f.theta(), runs[0]  # type: ignore[attr-defined]
+    fitted = _fitted(f)
+    if fitted is None:
+        return math.inf
+    model, theta, run = fitted
     start = int(run.traj.step[-1])
     cap = int(min(_MAX_PLAN_STEPS, max(1000 * max(start, 1), run.schedule.n_steps)))
     ext = run.with_schedule(run.schedule.extend(max(cap, run.schedule.n_steps)))

@@ -344,6 +344,46 @@ def test_the_upper_edge_stays_at_the_loss_reached_while_the_lr_does_not_rise() -
     assert np.any(other.mean_upper[late] > np.maximum(reached, other.loss[late]) * 1.001)
 
 
+def test_past_the_cut_the_interval_is_at_least_half_the_laws_disagreement() -> None:
+    from lossrate.auto._predict import _sd
+    from lossrate.fitting.intervals import z_quantile
+
+    # the weighted sd, against numpy's on the finite members at each point
+    a, b, c = np.array([1.0, 2.0, np.inf]), np.array([3.0, 2.0, 5.0]), np.array([2.0, 2.0, 1.0])
+    got = _sd([(0.5, a), (0.25, b), (0.25, c)])
+    for j in range(3):
+        vals = np.array([a[j], b[j], c[j]])
+        w = np.array([0.5, 0.25, 0.25])
+        ok = np.isfinite(vals)
+        mu = np.average(vals[ok], weights=w[ok])
+        assert got[j] == pytest.approx(np.sqrt(np.average((vals[ok] - mu) ** 2, weights=w[ok])))
+    # on a fit: the lower edge of the mean curve lies at least 0.5 z sd below it past the cut
+    traj, sch, _ = _power_run(sd=0.001)  # little noise: the laws' own intervals are narrow
+    af = lr.fit(traj.prefix(0.25), schedule=sch)
+    steps = traj.step[::2]  # at most 128 steps: each one a knot of the interval (none interpolated)
+    pred = lr.predict(af, steps)
+    laws = [
+        (w, np.log(lr.predict(af.members[m], steps, schedule=sch).loss))
+        for m, w, _model, _theta in af.model.members
+    ]
+    assert len(laws) >= 2
+    ahead = steps > af.run.traj.step[-1]
+    floor = 0.5 * z_quantile(0.9) * _sd(laws)
+    width = np.log(pred.loss / pred.mean_lower)
+    assert np.all(width[ahead] >= floor[ahead] - 1e-9)
+    # backtests that (wrongly) saw no error leave the laws' disagreement as the width
+    import dataclasses
+
+    from lossrate.auto._calibrate import Calibration
+
+    sure = dataclasses.replace(af, calibration=Calibration(np.zeros(1), np.ones(1), 1))
+    pred = lr.predict(sure, steps)
+    width = np.log(pred.loss / pred.mean_lower)
+    assert np.all(width[ahead] >= floor[ahead] - 1e-9)
+    binds = ahead & np.isclose(width, floor, rtol=1e-6, atol=0)
+    assert binds.sum() > ahead.sum() // 2
+
+
 def test_a_prediction_barely_past_the_log_still_backtests() -> None:
     traj, sch, _ = _power_run()
     af = fit_auto(traj, schedule=sch, models="power_S,exponential")  # the schedule ends 1 step on

@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lossrate import metrics  # noqa: E402
 from lossrate._model import RunData  # noqa: E402
 from lossrate.auto import AutoFit, predict_auto  # noqa: E402
+from lossrate.auto._combine import _MIN_WEIGHT  # noqa: E402
 from lossrate.auto._members import drop_outliers  # noqa: E402
 from lossrate.auto._result import AutoModel  # noqa: E402
 from lossrate.fit import fit  # noqa: E402
@@ -127,18 +128,12 @@ def _reweighted(af: AutoFit, weights: dict[str, float]) -> AutoFit:
     applied as auto applies it)."""
     assert af.combination is not None and af.run is not None
     total = sum(weights.values())
-    w = {m: v / total for m, v in weights.items() if v / total >= 0.02}
+    w = {m: v / total for m, v in weights.items() if v / total >= _MIN_WEIGHT}
     total = sum(w.values())
     combo = dataclasses.replace(af.combination, weights={m: v / total for m, v in w.items()})
     last = int(min(max(af.horizon, int(af.run.traj.step[-1])), af.run.schedule.n_steps))
     combo, _ = drop_outliers(combo, af.members, last)
-    model = AutoModel(
-        tuple(
-            (m, v, af.members[m].model, af.members[m].theta())
-            for m, v in sorted(combo.weights.items(), key=lambda kv: -kv[1])
-        ),
-        af.model.starts,  # type: ignore[attr-defined]
-    )
+    model = AutoModel.of(combo.weights, af.members, af.model.starts)  # type: ignore[attr-defined]
     return dataclasses.replace(af, model=model, combination=combo)
 
 

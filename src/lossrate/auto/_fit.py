@@ -251,11 +251,9 @@ def fit_auto(
     combo, outliers = drop_outliers(combo, members, last)
     failed.update(outliers)
     floor = pooled_floor(members, combo.weights)
-    model = AutoModel(
-        tuple(
-            (m, w, members[m].model, members[m].theta())
-            for m, w in sorted(combo.weights.items(), key=lambda kv: -kv[1])
-        ),
+    model = AutoModel.of(
+        combo.weights,
+        members,
         {m: j for m in combo.weights if (j := joins(members[m], frun, smooth_log)) is not None},
     )
     notes = [

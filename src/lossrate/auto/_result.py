@@ -31,6 +31,22 @@ class AutoModel(CurveModel):
     #: :func:`~lossrate.auto._members.joins`); before it the member carries no weight
     starts: Mapping[str, int] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        weights: Mapping[str, float],
+        members: Mapping[str, Fit],
+        starts: Mapping[str, int] | None = None,
+    ) -> AutoModel:
+        """The pooled model of the fitted ``members`` at ``weights``, heaviest first."""
+        return cls(
+            tuple(
+                (m, w, members[m].model, members[m].theta())
+                for m, w in sorted(weights.items(), key=lambda kv: -kv[1])
+            ),
+            dict(starts or {}),
+        )
+
     def params(self, run: RunData) -> Sequence[Param]:
         return ()
 

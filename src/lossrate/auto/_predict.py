@@ -161,6 +161,12 @@ def _plausible_under(afit: AutoFit, rd: RunData, sn: int, end: int, warnings: li
     return dataclasses.replace(afit, model=model)
 
 
+def _held(afit: AutoFit, lr: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+    """The steps past the cut (``ahead``) up to which the lr ``lr`` has never risen above its
+    value at the cut: there no law of the family lets the loss rise."""
+    return ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= afit.lr_cut * (1 + 1e-9))
+
+
 def _decay_sanity(
     afit: AutoFit, rd: RunData, steps: np.ndarray, best: np.ndarray, h_lo: np.ndarray, sn: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -190,8 +196,7 @@ def _decay_sanity(
         flat = rd.with_schedule(sched.held_from(cut, afit.lr_cut, name="no decay"))
         with np.errstate(all="ignore"):
             base = np.log(afit.model.curve({}, flat, steps))
-        lr_steps = np.maximum.accumulate(np.where(ahead, lr, 0.0))
-        under = ahead & (lr_steps <= afit.lr_cut * (1 + 1e-9)) & np.isfinite(base)
+        under = _held(afit, lr, ahead) & np.isfinite(base)
         higher = under & (best > base)
         if higher.any():
             notes.append(
@@ -236,8 +241,7 @@ def _no_rise(
         return h_hi
     traj = afit.run.traj
     reached = float(np.log(smoothed(traj.loss)[-1]))
-    lr = sched.at(np.clip(steps, 0, sched.n_steps - 1))
-    held = ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= afit.lr_cut * (1 + 1e-9))
+    held = _held(afit, sched.at(np.clip(steps, 0, sched.n_steps - 1)), ahead)
     room = np.maximum(reached, best) - best
     return np.where(held & np.isfinite(best), np.minimum(h_hi, room), h_hi)
 

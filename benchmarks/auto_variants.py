@@ -15,7 +15,15 @@ Every variant below then re-weights or re-bounds the same members and predicts w
   changes) counted once, by the best-scored of them;
 * ``end residual``: weights 1 / (s^2 + (2 r)^2), r a law's mean residual over the last 5 %
   of the prefix beyond twice its standard error (a law that has left the log lately);
-* ``no spread floor``: auto's interval without that floor (its rule before 2026-12-03).
+* ``no spread floor``: auto's interval without that floor (its rule before 2026-12-03);
+* ``bias shift``: the prediction moved against the backtests' own bias, half the median
+  signed error per unit ln ratio of the out-of-sample (leave-one-origin-out) combined
+  predictions, times ln rho past the cut;
+* ``decay laws x3``: where an lr decay lies ahead and was never seen (no decay in the prefix,
+  no earlier run), the laws with a decay term of their own (ode_relax, momentum,
+  multipower) weigh 3 times as much;
+* ``quarter decay edge``: the unidentified decay's lower edge at a quarter of the largest
+  drop linear response allows (in L), instead of all of it.
 
 Printed per group (library for the real-log suite, schedule for mpl) and k: the median
 |ln(pred/obs)| of the final loss in % (obs smoothed as in the suites), the p90 over all
@@ -196,11 +204,60 @@ def no_spread_floor(rec: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         _predict._SPREAD = keep
 
 
+def bias_shift(rec: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    af = rec["fit"]
+    loss, lo, hi = _predict_with(rec, af)
+    b = [
+        (p[-1] - bt.observed[-1]) / np.log(max(bt.horizon_ratio, 1.05))
+        for bt, p in zip(af.backtests, af.combination.cv_paths)
+        if np.isfinite(p[-1])
+    ]
+    if len(b) < 2:
+        return loss, lo, hi
+    s0, sn = af.train_steps[next(iter(af.train_steps))]
+    rho = np.maximum((rec["steps"] - s0) / max(sn - s0, 1), 1.0)
+    shift = np.exp(-0.5 * float(np.median(b)) * np.log(rho))
+    return loss * shift, lo * shift, hi * shift
+
+
+_DECAY_LAWS = ("ode_relax", "momentum", "multipower")
+
+
+def decay_laws(rec: Record) -> AutoFit:
+    from lossrate.auto._candidates import DECAY_SHARE
+
+    af = rec["fit"]
+    sched = af.run.schedule
+    sn = int(af.run.traj.step[-1])
+    ahead = sched.lr[min(sn + 1, sched.n_steps) :]
+    if af.decay_seen or af.lr_cut <= 0 or not np.any(ahead < DECAY_SHARE * af.lr_cut):
+        return af
+    w = {m: v * (3.0 if m in _DECAY_LAWS else 1.0) for m, v in af.combination.weights.items()}
+    return _reweighted(af, w)
+
+
+def quarter_edge(rec: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from lossrate.fitting.intervals import z_quantile
+
+    af = rec["fit"]
+    p = predict_auto(af, rec["steps"])
+    if af.decay_seen:
+        return p.loss, p.lower, p.upper
+    seen = predict_auto(dataclasses.replace(af, decay_seen=True), rec["steps"])
+    edge = np.minimum(seen.mean_lower, p.loss - 0.25 * (p.loss - p.mean_lower))
+    h = np.log(p.loss / edge)
+    zn = z_quantile(af.level) * af.noise_raw  # observation noise, as predict_auto adds it
+    return p.loss, p.loss * np.exp(-np.sqrt(h**2 + zn**2)), p.upper
+
+
 VARIANTS: dict[str, Callable[[Record], tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
     "current": lambda rec: _predict_with(rec, rec["fit"]),
     "merged": lambda rec: _predict_with(rec, merged(rec)),
     "end residual": lambda rec: _predict_with(rec, end_residual(rec)),
     "no spread floor": no_spread_floor,
+    "bias shift": bias_shift,
+    "decay laws x3": lambda rec: _predict_with(rec, decay_laws(rec)),
+    "quarter decay edge": quarter_edge,
 }
 
 
@@ -209,7 +266,7 @@ def table(recs: list[Record], names: list[str]) -> str:
     ks = sorted({r["k"] for r in recs})
     groups = sorted({r["group"] for r in recs})
     cols = [(g, k) for k in ks for g in [*groups, "all"]]
-    head = f"{'variant':<16}" + "".join(f"{g[:9] + ' ' + str(round(100 * k)):>16}" for g, k in cols)
+    head = f"{'variant':<20}" + "".join(f"{g[:9] + ' ' + str(round(100 * k)):>16}" for g, k in cols)
     lines = [
         "median |ln(pred/obs)| of the final loss (%) [pooled 90 % coverage]; p90 over all "
         "curves per k",
@@ -229,7 +286,7 @@ def table(recs: list[Record], names: list[str]) -> str:
             f"{f'{100 * np.median(err[c]):.2f} [{np.mean(hit[c]):.2f}]':>16}" for c in cols
         )
         p90 = "".join(f"{100 * np.quantile(err[('all', k)], 0.9):>12.1f}" for k in ks)
-        lines.append(f"{name:<16}" + cells + p90)
+        lines.append(f"{name:<20}" + cells + p90)
     return "\n".join(lines)
 
 

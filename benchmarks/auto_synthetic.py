@@ -43,9 +43,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lossrate import metrics  # noqa: E402
 from lossrate._model import RunData  # noqa: E402
 from lossrate.auto import CANDIDATES, predict_auto  # noqa: E402
+from lossrate.auto._fit import _noise  # noqa: E402  (the scatter auto itself measures)
 from lossrate.fit import fit  # noqa: E402
 from lossrate.fitting.engine import fit as fit_model  # noqa: E402
 from lossrate.readers.mpl import load_mpl  # noqa: E402
@@ -72,12 +72,6 @@ def _sources() -> list[tuple[str, RunData]]:
     return out
 
 
-def _noise(traj: Trajectory) -> float:
-    y = np.log(traj.loss)
-    e = y - np.log(metrics.smoothed(traj.loss))
-    return float(1.4826 * np.median(np.abs(e - np.median(e))))
-
-
 def _schedules(rd: RunData) -> dict[str, Schedule]:
     lr = rd.schedule.lr
     n = lr.size
@@ -91,7 +85,8 @@ def _schedules(rd: RunData) -> dict[str, Schedule]:
 
 
 def _truths(src: str, rd: RunData) -> list[tuple[str, str, str, RunData, np.ndarray, float]]:
-    """(source, law, schedule, run with noisy losses, noiseless ln L, noise sd) per cell."""
+    """(source, law, schedule, the run's steps and schedule, noiseless ln L, noise sd) per
+    cell."""
     sd = _noise(rd.traj)
     scheds = _schedules(rd)
     first = max(int(rd.traj.step[0]), 1)
@@ -132,7 +127,7 @@ def _truths(src: str, rd: RunData) -> list[tuple[str, str, str, RunData, np.ndar
     return out
 
 
-def _one(task: tuple[Any, ...]) -> dict[str, Any] | None:
+def _one(task: tuple[Any, ...]) -> list[dict[str, Any]]:
     src, law, sched, probe, truth, sd, ks, seed = task
     rng = np.random.default_rng([seed, zlib.crc32(f"{src}/{law}/{sched}".encode())])
     y = np.exp(truth + sd * rng.standard_normal(truth.size))

@@ -186,6 +186,27 @@ def test_a_decay_never_raises_the_prediction_and_an_unseen_gain_widens_the_inter
     assert any("not identified" in w for w in what_if.warnings)
 
 
+def test_an_unseen_decay_also_gives_the_interval_under_the_models_guess() -> None:
+    """Beside the honest lower edge (the largest drop), the note gives the interval at the
+    last step had the decay gained what the models guess: the one the fit would give had
+    the decay been seen (computed here from the fit marked so)."""
+    import dataclasses
+    import re
+
+    traj, sch, _ = _power_run()
+    af = fit_auto(traj.prefix(0.5), schedule=sch, models="ode,power_S,momentum,ode_relax")
+    decay = Schedule.wsd(0.1, 2001, decay_start=1200)
+    what_if = predict_auto(af, traj.step, schedule=decay)
+    note = next(w for w in what_if.warnings if w.startswith("the decay gain is not identified"))
+    m = re.search(r"the 90 % interval at step (\d+) is \[([0-9.e+-]+), ([0-9.e+-]+)\]", note)
+    assert m is not None, note
+    seen = predict_auto(dataclasses.replace(af, decay_seen=True), traj.step, schedule=decay)
+    assert int(m.group(1)) == int(traj.step[-1])
+    assert float(m.group(2)) == pytest.approx(seen.lower[-1], rel=1e-3)
+    assert float(m.group(3)) == pytest.approx(seen.upper[-1], rel=1e-3)
+    assert what_if.lower[-1] < 0.99 * seen.lower[-1]  # the honest edge reaches further down
+
+
 def test_evaluate_runs_auto_in_the_prefix_protocol() -> None:
     traj, sch, _ = _power_run(n_steps=1000, every=10, sd=0.003)
     table = evaluate({"p": (traj, sch)}, ["auto", "power_S"], fractions=(0.5,))

@@ -89,13 +89,16 @@ def predict_auto(
     raw = best
     best = np.where(finite, best, 0.0)
     h_lo, h_hi = _lr_extrapolation(afit, rd, steps, best, h_lo, h_hi)
+    h_known = h_lo  # without the unidentified decay's edge
     best, h_lo, more = _decay_sanity(afit, rd, steps, best, h_lo, sn)
     h_hi = _no_rise(afit, rd, steps, best, h_hi, sn)
     best = np.where(finite, best, raw)
     h_lo = np.where(finite, h_lo, 0.0)
     h_hi = np.where(finite, h_hi, 0.0)
-    warnings.extend(more)
     zn = z_quantile(lev) * afit.noise_raw
+    if more and more[-1].startswith(_UNIDENTIFIED):
+        more[-1] += _if_guessed(steps, best, np.where(finite, h_known, 0.0), h_hi, zn, lev)
+    warnings.extend(more)
     if not np.all(np.isfinite(best[steps > sn])):
         warnings.append("the prediction is not finite at some steps after the fitted ones")
     elif afit.floor > 0 and float(np.min(best)) < np.log(afit.floor) - 1e-9:
@@ -167,6 +170,24 @@ def _held(afit: AutoFit, lr: np.ndarray, ahead: np.ndarray) -> np.ndarray:
     return ahead & (np.maximum.accumulate(np.where(ahead, lr, 0.0)) <= afit.lr_cut * (1 + 1e-9))
 
 
+_UNIDENTIFIED = "the decay gain is not identified"
+
+
+def _if_guessed(
+    steps: np.ndarray, best: np.ndarray, h_lo: np.ndarray, h_hi: np.ndarray, zn: float, lev: float
+) -> str:
+    """The interval at the last step had the decay gained what the models guess (the lower
+    edge without the unidentified decay's reach): the answer under that assumption, beside
+    the honest one, which a lower edge near 0 leaves the user without."""
+    i = int(np.argmax(steps))
+    lo = float(np.exp(best[i] - np.hypot(h_lo[i], zn)))
+    hi = float(np.exp(best[i] + np.hypot(h_hi[i], zn)))
+    return (
+        f" If the decay gains what the weighted models guess, the {100 * lev:.0f} % interval "
+        f"at step {int(steps[i])} is [{lo:.4g}, {hi:.4g}]."
+    )
+
+
 def _decay_sanity(
     afit: AutoFit, rd: RunData, steps: np.ndarray, best: np.ndarray, h_lo: np.ndarray, sn: int
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -214,7 +235,7 @@ def _decay_sanity(
         low = np.where(ahead & np.isfinite(low), low, best)
         h_lo = np.maximum(h_lo, best - np.minimum(low, best))
         notes.append(
-            "the decay gain is not identified: the fitted steps hold no lr decay and no earlier "
+            f"{_UNIDENTIFIED}: the fitted steps hold no lr decay and no earlier "
             "run that decayed was given, so the prediction's drop after the decay is the "
             "models' guess; the interval's lower edge allows the largest drop linear response "
             f"permits (all of the loss above the floor {afit.floor:.4g} held up by the lr). "

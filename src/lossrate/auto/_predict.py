@@ -96,8 +96,15 @@ def predict_auto(
     h_lo = np.where(finite, h_lo, 0.0)
     h_hi = np.where(finite, h_hi, 0.0)
     zn = z_quantile(lev) * afit.noise_raw
+    lower = np.exp(best - np.sqrt(h_lo**2 + zn**2))
+    upper = np.exp(best + np.sqrt(h_hi**2 + zn**2))
     if more and more[-1].startswith(_UNIDENTIFIED):
-        more[-1] += _if_guessed(steps, best, np.where(finite, h_known, 0.0), h_hi, zn, lev)
+        i = int(np.argmax(steps))  # the last step, at the edge without the decay's reach
+        low = float(np.exp(best[i] - np.hypot(h_known[i] if finite[i] else 0.0, zn)))
+        more[-1] += (
+            f" If the decay gains what the weighted models guess, the {100 * lev:.0f} % "
+            f"interval at step {int(steps[i])} is [{low:.4g}, {float(upper[i]):.4g}]."
+        )
     warnings.extend(more)
     if not np.all(np.isfinite(best[steps > sn])):
         warnings.append("the prediction is not finite at some steps after the fitted ones")
@@ -110,8 +117,8 @@ def predict_auto(
         step=steps,
         t=rd.schedule.S(steps),
         loss=np.exp(best),
-        lower=np.exp(best - np.sqrt(h_lo**2 + zn**2)),
-        upper=np.exp(best + np.sqrt(h_hi**2 + zn**2)),
+        lower=lower,
+        upper=upper,
         level=lev,
         mean_lower=np.exp(best - h_lo),
         mean_upper=np.exp(best + h_hi),
@@ -171,21 +178,6 @@ def _held(afit: AutoFit, lr: np.ndarray, ahead: np.ndarray) -> np.ndarray:
 
 
 _UNIDENTIFIED = "the decay gain is not identified"
-
-
-def _if_guessed(
-    steps: np.ndarray, best: np.ndarray, h_lo: np.ndarray, h_hi: np.ndarray, zn: float, lev: float
-) -> str:
-    """The interval at the last step had the decay gained what the models guess (the lower
-    edge without the unidentified decay's reach): the answer under that assumption, beside
-    the honest one, which a lower edge near 0 leaves the user without."""
-    i = int(np.argmax(steps))
-    lo = float(np.exp(best[i] - np.hypot(h_lo[i], zn)))
-    hi = float(np.exp(best[i] + np.hypot(h_hi[i], zn)))
-    return (
-        f" If the decay gains what the weighted models guess, the {100 * lev:.0f} % interval "
-        f"at step {int(steps[i])} is [{lo:.4g}, {hi:.4g}]."
-    )
 
 
 def _decay_sanity(
